@@ -1,0 +1,192 @@
+"""Cross-attention capture: keep only the category token's column, on the selected layers only.
+
+Layers are chosen by the spatial size of their query (SPEC §4 step 5), found once per UNet by a probe
+forward at a small latent, so other SD layouts and input sizes work without a hard-coded name list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from genpromp_annotate.errors import ConfigError
+
+
+class EarlyExit(Exception):
+    """Raised by the last needed capture processor: nothing after it in the UNet is needed."""
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    """One cross-attention layer: processor name, UNet part, query side at a latent side, run order."""
+
+    name: str  # e.g. "mid_block.attentions.0.transformer_blocks.0.attn2.processor"
+    part: str  # "down" | "mid" | "up"
+    query_ratio: float  # query side / latent side (1, 1/2, 1/4, 1/8 in SD v1)
+    order: int  # position in the forward pass
+
+    def query_side(self, latent_side: int) -> int:
+        return int(round(latent_side * self.query_ratio))
+
+
+def _part_of(name: str) -> str:
+    for part in ("down", "mid", "up"):
+        if name.startswith(f"{part}_block"):
+            return part
+    return "other"
+
+
+@torch.inference_mode()
+def probe_cross_attention_layers(unet, probe_side: int | None = None) -> list[AttentionLayer]:
+    """Every cross-attention (attn2) layer of `unet` with its query ratio, in execution order.
+
+    Runs the UNet once on a `(1, C, s, s)` latent with s = 2^(down blocks − 1): cheap, and enough for
+    the smallest level to be 1×1.
+    """
+    modules = {name: module for name, module in unet.named_modules() if name.endswith("attn2")}
+    if not modules:
+        raise ConfigError("the UNet has no cross-attention (attn2) layers")
+    side = probe_side or 2 ** (len(unet.config.block_out_channels) - 1)
+    seen: dict[str, tuple[int, int]] = {}
+    handles = []
+    for name, module in modules.items():
+        def hook(mod, args, kwargs, name=name):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            tokens = hidden.shape[1] if hidden.dim() == 3 else hidden.shape[2] * hidden.shape[3]
+            seen.setdefault(name, (tokens, len(seen)))
+        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        param = next(unet.parameters())
+        latent = torch.zeros(1, unet.config.in_channels, side, side, device=param.device, dtype=param.dtype)
+        context = torch.zeros(1, 77, unet.config.cross_attention_dim, device=param.device, dtype=param.dtype)
+        unet(latent, torch.tensor([0], device=param.device), encoder_hidden_states=context)
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = []
+    for name, (tokens, order) in seen.items():
+        query_side = math.isqrt(tokens)
+        layers.append(AttentionLayer(f"{name}.processor", _part_of(name), query_side / side, order))
+    return sorted(layers, key=lambda layer: layer.order)
+
+
+def select_layers(layers: list[AttentionLayer], latent_side: int, resolutions: tuple[int, ...]) -> list[AttentionLayer]:
+    """The layers whose query is `r×r` for some r in `resolutions` (8 and 16 in the paper)."""
+    chosen = [layer for layer in layers if layer.query_side(latent_side) in resolutions]
+    found = {layer.query_side(latent_side) for layer in chosen}
+    missing = sorted(set(resolutions) - found)
+    if missing:
+        available = sorted({layer.query_side(latent_side) for layer in layers})
+        raise ConfigError(f"no cross-attention layer runs at {missing} for latent {latent_side}; available: {available}")
+    return chosen
+
+
+@dataclass
+class CaptureState:
+    """Per-forward inputs and outputs shared by the capture processors."""
+
+    token_positions: torch.Tensor | None = None  # (batch,) long: the column to keep per sample
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)  # name → (batch, heads, N) float32
+
+
+class ColumnCaptureProcessor:
+    """Cross-attention that also records softmax(QKᵀ/√d) (fp32) for one text token per sample.
+
+    Only `(batch, heads, N)` is kept, never the `(batch, heads, N, 77)` tensor. With `stop_after` set,
+    the processor raises EarlyExit right after recording: the layer's output is never used.
+    """
+
+    def __init__(self, name: str, state: CaptureState, stop_after: bool = False) -> None:
+        self.name = name
+        self.state = state
+        self.stop_after = stop_after
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channels, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if encoder_hidden_states is None:
+            raise ConfigError(f"{self.name} is a self-attention layer; only cross-attention is captured")
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        # fp32 softmax: bf16/fp16 logits would quantise the small probabilities the maps are made of.
+        logits = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, H, N, 77)
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
+            logits = logits + mask.view(batch, attn.heads, -1, mask.shape[-1]).float()
+        probs = logits.softmax(dim=-1)
+        positions = self.state.token_positions
+        if positions is None:
+            raise ConfigError("capture processor called without token positions")
+        index = positions.to(probs.device).view(batch, 1, 1, 1).expand(batch, attn.heads, probs.shape[2], 1)
+        self.state.columns[self.name] = probs.gather(-1, index).squeeze(-1)  # (B, H, N)
+        if self.stop_after:
+            raise EarlyExit(self.name)
+
+        hidden_states = torch.matmul(probs.to(value.dtype), value)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def capture_columns(unet, layers: list[AttentionLayer], state: CaptureState, early_exit: bool = True) -> Iterator[None]:
+    """Install capture processors on `layers` only (others untouched) and restore the originals on exit."""
+    original = dict(unet.attn_processors)
+    last = max(layers, key=lambda layer: layer.order).name
+    replaced = dict(original)
+    for layer in layers:
+        if layer.name not in replaced:
+            raise ConfigError(f"the UNet has no attention processor {layer.name}")
+        replaced[layer.name] = ColumnCaptureProcessor(layer.name, state, stop_after=early_exit and layer.name == last)
+    unet.set_attn_processor(replaced)
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(original)
+
+
+def run_unet_capturing(unet, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                       layers: list[AttentionLayer], token_positions: torch.Tensor,
+                       early_exit: bool = True) -> dict[str, torch.Tensor]:
+    """One UNet forward that returns the category columns of `layers` (name → (batch, heads, N) fp32).
+
+    With `early_exit`, the forward stops inside the last needed layer: every block after it (for SD v1
+    at 512 px the 32×32 and 64×64 up blocks and the output conv) never runs.
+    """
+    state = CaptureState(token_positions=token_positions)
+    with capture_columns(unet, layers, state, early_exit=early_exit):
+        try:
+            unet(latents, timesteps, encoder_hidden_states=context, return_dict=False)
+        except EarlyExit:
+            pass
+    return state.columns

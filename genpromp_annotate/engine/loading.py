@@ -1,0 +1,222 @@
+"""Open Stable Diffusion from a diffusers folder, a single checkpoint file or a hub id; pick device/dtype."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genpromp_annotate.errors import ModelLoadError
+from genpromp_annotate.log import get_logger
+
+logger = get_logger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+REQUIRED_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
+
+
+@dataclass
+class StableDiffusion:
+    """The parts of a Stable Diffusion model that localization and training use."""
+
+    tokenizer: Any  # transformers.CLIPTokenizer
+    text_encoder: Any  # transformers.CLIPTextModel
+    vae: Any  # diffusers.AutoencoderKL
+    unet: Any  # diffusers.UNet2DConditionModel
+    scheduler: Any  # diffusers.DDPMScheduler (SD v1 training schedule)
+    device: torch.device
+    dtype: torch.dtype
+    source: str = "<in-memory>"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latent_scale(self) -> int:
+        """Pixels per latent cell (8 for SD v1)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> StableDiffusion:
+        self.device = torch.device(device) if device is not None else self.device
+        self.dtype = dtype or self.dtype
+        for module in (self.text_encoder, self.vae, self.unet):
+            module.to(device=self.device, dtype=self.dtype)
+        return self
+
+
+def choose_device(device: str | None = None) -> torch.device:
+    """`device` when given, else CUDA when present, else Apple MPS, else CPU."""
+    if device:
+        try:
+            return torch.device(device)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"--device {device!r} is not a torch device ({exc})") from exc
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def choose_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """`dtype` when given; on CUDA bf16 where supported, else fp16; fp16 on MPS; fp32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype:
+        if dtype not in DTYPES:
+            raise ModelLoadError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        return DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _check_diffusers_folder(folder: Path) -> None:
+    missing = [name for name in REQUIRED_SUBFOLDERS if not (folder / name).is_dir()]
+    if missing:
+        found = sorted(p.name for p in folder.iterdir())[:12] if folder.is_dir() else []
+        raise ModelLoadError(
+            f"{folder} is not a Stable Diffusion model folder in diffusers format: missing "
+            f"{', '.join(name + '/' for name in missing)} (found: {', '.join(found) or 'nothing'}). "
+            "Pass a diffusers folder, a single .safetensors/.ckpt file, or a hub id."
+        )
+    unet_config = folder / "unet" / "config.json"
+    if not unet_config.is_file():
+        raise ModelLoadError(f"{folder}: unet/config.json is missing")
+    config = json.loads(unet_config.read_text())
+    if not config.get("cross_attention_dim"):
+        raise ModelLoadError(f"{unet_config}: the UNet has no cross-attention; it is not a text-conditioned SD UNet")
+
+
+def _load_parts_from_repo(source: str, local_only: bool) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kwargs: dict[str, Any] = {"local_files_only": local_only}
+    return {
+        "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs),
+        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs),
+        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs),
+        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs),
+        # Whatever sampler the repo ships, the noise schedule of SD v1 training is what GenPromp uses.
+        "scheduler": DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs),
+    }
+
+
+def _load_parts_from_single_file(path: Path, config: str | None) -> dict[str, Any]:
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    kwargs: dict[str, Any] = {"local_files_only": _offline() or config is not None}
+    if config:
+        kwargs["config"] = config
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path), safety_checker=None, requires_safety_checker=False, **kwargs
+        )
+    except Exception as exc:  # diffusers raises many types here; all mean "cannot read this checkpoint"
+        hint = "" if config else " Offline, pass --model-config DIR (a diffusers folder with the same architecture)."
+        raise ModelLoadError(f"{path}: cannot load as a Stable Diffusion checkpoint ({exc}).{hint}") from exc
+    return {
+        "tokenizer": pipe.tokenizer,
+        "text_encoder": pipe.text_encoder,
+        "vae": pipe.vae,
+        "unet": pipe.unet,
+        "scheduler": DDPMScheduler.from_config(pipe.scheduler.config),
+    }
+
+
+def load_stable_diffusion(
+    source: str | os.PathLike[str],
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    single_file_config: str | None = None,
+) -> StableDiffusion:
+    """Load Stable Diffusion from a diffusers folder, a single checkpoint file, or a hub id.
+
+    Args:
+        source: folder with unet/, vae/, text_encoder/, tokenizer/; or a `.safetensors`/`.ckpt` file;
+            or a hub id such as `stable-diffusion-v1-5/stable-diffusion-v1-5` (HF_HUB_OFFLINE honoured).
+        device: torch device; default CUDA > MPS > CPU.
+        dtype: default bf16/fp16 on CUDA, fp16 on MPS, fp32 on CPU.
+        single_file_config: for a single file, a diffusers folder or hub id whose configs describe it.
+    """
+    path = Path(source).expanduser()
+    torch_device = choose_device(str(device) if device is not None else None)
+    torch_dtype = choose_dtype(torch_device, dtype)
+    if path.is_dir():
+        _check_diffusers_folder(path)
+        try:
+            parts = _load_parts_from_repo(str(path), local_only=True)
+        except (OSError, ValueError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{path}: cannot load the model ({exc})") from exc
+    elif path.is_file():
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ModelLoadError(
+                f"{path}: a single-file model must end in {', '.join(SINGLE_FILE_SUFFIXES)}, got {path.suffix!r}"
+            )
+        parts = _load_parts_from_single_file(path, single_file_config)
+    elif str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
+        try:
+            parts = _load_parts_from_repo(str(source), local_only=_offline())
+        except Exception as exc:  # hub errors come in many types; all mean "not available"
+            mode = "offline (HF_HUB_OFFLINE is set)" if _offline() else "online"
+            raise ModelLoadError(f"hub model {source!r} could not be loaded {mode}: {exc}") from exc
+    else:
+        raise ModelLoadError(f"model {str(source)!r}: no such folder or file, and not a hub id of the form owner/name")
+
+    model = StableDiffusion(
+        tokenizer=parts["tokenizer"],
+        text_encoder=parts["text_encoder"],
+        vae=parts["vae"],
+        unet=parts["unet"],
+        scheduler=parts["scheduler"],
+        device=torch_device,
+        dtype=torch_dtype,
+        source=str(source),
+    )
+    for module in (model.text_encoder, model.vae, model.unet):
+        module.requires_grad_(False)
+        module.eval()
+    model.to(torch_device, torch_dtype)
+    logger.info("loaded %s on %s as %s", source, torch_device, torch_dtype)
+    return model
+
+
+def model_from_components(parts: dict[str, Any], tokenizer: Any, device: str | None = None,
+                          dtype: str | torch.dtype | None = None, source: str = "<in-memory>") -> StableDiffusion:
+    """Wrap in-memory components (e.g. from `build_sd_v1_components`) as a StableDiffusion."""
+    torch_device = choose_device(device)
+    model = StableDiffusion(tokenizer=tokenizer, text_encoder=parts["text_encoder"], vae=parts["vae"],
+                            unet=parts["unet"], scheduler=parts["scheduler"], device=torch_device,
+                            dtype=choose_dtype(torch_device, dtype), source=source)
+    for module in (model.text_encoder, model.vae, model.unet):
+        module.requires_grad_(False)
+        module.eval()
+    return model.to(model.device, model.dtype)
+
+
+def weights_digest(module: torch.nn.Module, length: int = 12) -> str:
+    """Short sha256 of a module's parameters (names, shapes and bytes): names a UNet or encoder exactly."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:length]

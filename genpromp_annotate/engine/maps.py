@@ -1,0 +1,64 @@
+"""Captured attention columns → one normalised map per image (SPEC §4 steps 6–7)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from genpromp_annotate.engine.capture import AttentionLayer
+
+
+def group_maps(columns: dict[str, torch.Tensor], layers: list[AttentionLayer], n_timesteps: int,
+               latent_side: int) -> dict[tuple[str, int], torch.Tensor]:
+    """Average timesteps, then layers × heads within each (part, resolution) group.
+
+    Args:
+        columns: name → `(T·B, heads, N)` float32, timestep-major (all images at t0, then at t1 …).
+    Returns:
+        (part, side) → `(B, side, side)` float32.
+    """
+    groups: dict[tuple[str, int], list[torch.Tensor]] = defaultdict(list)
+    for layer in layers:
+        column = columns[layer.name]
+        total, heads, tokens = column.shape
+        side = layer.query_side(latent_side)
+        per_image = column.view(n_timesteps, total // n_timesteps, heads, tokens).mean(dim=0)  # (B, H, N)
+        groups[(layer.part, side)].append(per_image)
+    result = {}
+    for key, items in groups.items():
+        stacked = torch.cat(items, dim=1)  # (B, layers·heads, N): equal weight to every head of every layer
+        side = key[1]
+        result[key] = stacked.mean(dim=1).view(-1, side, side)
+    return result
+
+
+def combine_groups(groups: dict[tuple[str, int], torch.Tensor], latent_side: int) -> torch.Tensor:
+    """Bicubic resize of each group to the latent size, equal-weight mean, divide by the per-image max.
+
+    Returns `(B, latent, latent)` float32 with max 1.
+    """
+    resized = [
+        F.interpolate(g.unsqueeze(1), size=(latent_side, latent_side), mode="bicubic", align_corners=False)
+        for _, g in sorted(groups.items())
+    ]
+    combined = torch.stack(resized, dim=0).mean(dim=0).squeeze(1)  # (B, L, L)
+    peak = combined.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    return combined / peak
+
+
+def upsample_and_normalise(maps: torch.Tensor, size: int = 512) -> torch.Tensor:
+    """Bilinear upsampling to `size×size`, then min-max normalisation to [0, 1] per image."""
+    up = F.interpolate(maps.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+    flat = up.flatten(1)
+    low = flat.amin(dim=1).view(-1, 1, 1)
+    high = flat.amax(dim=1).view(-1, 1, 1)
+    return (up - low) / (high - low).clamp_min(1e-12)
+
+
+def maps_from_columns(columns: dict[str, torch.Tensor], layers: list[AttentionLayer], n_timesteps: int,
+                      latent_side: int, out_size: int = 512) -> torch.Tensor:
+    """Steps 6–7 end to end: `(B, out_size, out_size)` float32 maps in [0, 1]."""
+    groups = group_maps(columns, layers, n_timesteps, latent_side)
+    return upsample_and_normalise(combine_groups(groups, latent_side), out_size)

@@ -1,0 +1,71 @@
+"""LocalizeConfig — every knob of inference, paper values by default — and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from genpromp_annotate.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LocalizeConfig:
+    """Inference settings. Defaults are the paper's (SPEC §3–4, ImageNet threshold)."""
+
+    omega: float = 0.6  # f_c = ω·f_r + (1−ω)·f_d (SPEC §1)
+    timesteps: tuple[int, ...] = (0, 99)  # SPEC §4 step 3
+    resolutions: tuple[int, ...] = (8, 16)  # query sides whose maps are used (SPEC §4 step 5)
+    threshold: float = 0.25  # τ: 0.25 ImageNet, 0.23 CUB (SPEC §4 step 8)
+    image_size: int = 512  # SPEC §4 step 1
+    add_noise: bool = True  # False = the paper's Table 8 "no noise" ablation
+    latent: str = "sample"  # "sample" (the paper) or "mean" (deterministic posterior mean)
+    seed: int = 0
+    multi_box: bool = False  # beyond the paper: one box per region above min_box_area
+    min_box_area: float = 0.01  # fraction of the image, multi-box only
+    preset: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.latent not in ("sample", "mean"):
+            raise ConfigError(f"latent must be 'sample' or 'mean', got {self.latent!r}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise ConfigError(f"threshold τ must lie in [0, 1), got {self.threshold}")
+        if not 0.0 <= self.omega <= 1.0:
+            raise ConfigError(f"omega must lie in [0, 1], got {self.omega}")
+        if not self.timesteps or any(not 0 <= t < 1000 for t in self.timesteps):
+            raise ConfigError(f"timesteps must be in [0, 999], got {self.timesteps}")
+        if not self.resolutions:
+            raise ConfigError("at least one resolution is needed")
+        if self.image_size % 64:
+            raise ConfigError(f"image_size must be a multiple of 64, got {self.image_size}")
+
+    def replace(self, **changes: Any) -> LocalizeConfig:
+        """A copy with `changes`; None values are ignored (convenient for CLI options)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def box_settings_key(self) -> str:
+        """The settings that change boxes, as a stable string (part of a model version)."""
+        return (f"{self.preset}|w{self.omega}|t{','.join(map(str, self.timesteps))}|r{','.join(map(str, self.resolutions))}"
+                f"|tau{self.threshold}|s{self.image_size}|n{int(self.add_noise)}|{self.latent}|seed{self.seed}"
+                f"|mb{int(self.multi_box)}:{self.min_box_area}")
+
+
+PRESETS: dict[str, LocalizeConfig] = {
+    # SPEC §4: ImageNet threshold; the default.
+    "paper": LocalizeConfig(preset="paper"),
+    "imagenet-paper": LocalizeConfig(threshold=0.25, preset="imagenet-paper"),
+    # SPEC §4 step 8: CUB uses τ = 0.23.
+    "cub-paper": LocalizeConfig(threshold=0.23, preset="cub-paper"),
+    # Beyond the paper: several instances per image, deterministic latents.
+    "multi-instance": LocalizeConfig(multi_box=True, latent="mean", preset="multi-instance"),
+}
+
+
+def preset(name: str) -> LocalizeConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
