@@ -1,0 +1,103 @@
+"""`localize` (one-off, no database); `annotate` (project store) lands beside it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from genpromp_annotate.cli.options import config_from_options, engine_options, model_options, pop_engine_options
+from genpromp_annotate.errors import GenprompError, TokenFileError
+
+
+def _pick_token(tokens: dict, label: str, path: Path) -> tuple[str, object]:
+    if len(tokens) == 1:
+        return next(iter(tokens.items()))
+    for token, vector in tokens.items():
+        if token.strip("<>").lower() == label.lower():
+            return token, vector
+    raise TokenFileError(f"{path} holds {len(tokens)} tokens ({', '.join(tokens)}); none is named after {label!r}")
+
+
+@click.command("localize")
+@click.option("--model", "model_source", required=True,
+              help="Stable Diffusion: diffusers folder, .safetensors/.ckpt file, or hub id.")
+@click.option("--model-config", default=None, help="For a single-file --model offline: a diffusers folder describing it.")
+@click.option("--label", required=True, help="The category of every image, e.g. 'goldfish' or 'goldfish, Carassius auratus'.")
+@click.option("--tokens", "tokens_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A learned concept token (diffusers textual-inversion file) for the label; without it f_r = f_d.")
+@click.option("--save-cams", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write each image's normalised map as DIR/<image stem>.npy.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the results as JSON to this file.")
+@model_options
+@engine_options
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+def localize_command(model_source: str, model_config: str | None, label: str, tokens_file: Path | None,
+                     save_cams: Path | None, out_file: Path | None, device: str | None, dtype: str | None,
+                     batch_size: int, images: tuple[Path, ...], **kwargs) -> None:
+    """Boxes for IMAGE files of one LABEL, without a project or database.
+
+    Prints one JSON entry per image — {"image", "label", "width", "height", "boxes": [{"x1", "y1",
+    "x2", "y2", "score"}]} with boxes in original pixels. An unreadable image gets an "error" entry
+    and the others go on.
+
+    \b
+    Example:
+      genpromp-annotate make-tiny-model /tmp/m
+      genpromp-annotate localize --model /tmp/m --label cat --save-cams /tmp/c --out boxes.json a.jpg b.png
+    """
+    from genpromp_annotate.engine.images import load_image
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+    from genpromp_annotate.engine.localizer import Localizer
+    from genpromp_annotate.engine.tokens import read_learned_embeds
+
+    config = config_from_options(**pop_engine_options(kwargs))
+    model = load_stable_diffusion(model_source, device=device, dtype=dtype, single_file_config=model_config)
+    localizer = Localizer(model, config)
+    if tokens_file is not None:
+        token, vector = _pick_token(read_learned_embeds(tokens_file), label, tokens_file)
+        localizer.set_concept_token(label, vector, token)
+
+    entries: list[dict] = []
+    if save_cams:
+        save_cams.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    done = 0
+    with click.progressbar(length=len(images), label="localizing", file=click.get_text_stream("stderr")) as bar:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            loaded, names = [], []
+            for path in chunk:
+                try:
+                    loaded.append(load_image(path))
+                    names.append(str(path))
+                except GenprompError as exc:
+                    entries.append({"image": str(path), "label": label, "error": str(exc), "boxes": []})
+            if loaded:
+                for result in localizer.localize(loaded, [label] * len(loaded), names=names, batch_size=batch_size,
+                                                 keep_maps=save_cams is not None):
+                    entries.append(result.as_dict())
+                    if save_cams is not None and result.map_512 is not None:
+                        np.save(save_cams / f"{Path(result.image or 'map').stem}.npy", result.map_512.astype(np.float32))
+            done += len(chunk)
+            bar.update(len(chunk))
+    order = {str(p): i for i, p in enumerate(images)}
+    entries.sort(key=lambda e: order.get(e["image"], 0))
+    text = json.dumps(entries, indent=2)
+    click.echo(text)
+    if out_file:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text + "\n")
+    elapsed = time.perf_counter() - started
+    click.echo(f"{done} images in {elapsed:.1f}s ({done / max(elapsed, 1e-9):.2f} images/s)", err=True)
+    if any("error" in e for e in entries):
+        click.echo(f"{sum('error' in e for e in entries)} image(s) could not be read; see their 'error' entries",
+                   err=True)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(localize_command)

@@ -1,0 +1,80 @@
+"""Click options shared by the commands that run the engine; their defaults are LocalizeConfig's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from genpromp_annotate.errors import ConfigError
+from genpromp_annotate.presets import PRESETS, LocalizeConfig, preset
+
+
+def _int_tuple(value: str | None, name: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError as exc:
+        raise ConfigError(f"--{name} takes comma-separated integers, got {value!r}") from exc
+
+
+def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --preset, --threshold, --omega, --timesteps, --resolutions, --seed, --no-noise, --latent, --multi-box."""
+    defaults = LocalizeConfig()
+    options = [
+        click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
+                     help="Named settings bundle; the options below override it."),
+        click.option("--threshold", "--tau", "threshold", type=float, default=None,
+                     help=f"Box threshold τ on the normalised map [paper: {defaults.threshold}; CUB 0.23]."),
+        click.option("--omega", type=float, default=None, help=f"ω in f_c = ω·f_r + (1−ω)·f_d [{defaults.omega}]."),
+        click.option("--timesteps", default=None, help="Comma-separated noise timesteps [0,99]."),
+        click.option("--resolutions", default=None, help="Comma-separated attention map sides to use [8,16]."),
+        click.option("--seed", type=int, default=None, help=f"Seed of the noise and latent sample [{defaults.seed}]."),
+        click.option("--no-noise", is_flag=True, default=False, help="Do not add noise (the paper's Table 8 ablation)."),
+        click.option("--latent", type=click.Choice(["sample", "mean"]), default=None,
+                     help="VAE posterior sample (paper) or its mean (deterministic)."),
+        click.option("--multi-box", is_flag=True, default=False,
+                     help="One box per region above --min-box-area instead of the largest only."),
+        click.option("--min-box-area", type=float, default=None,
+                     help=f"Smallest region for --multi-box, as a fraction of the image [{defaults.min_box_area}]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def config_from_options(preset_name: str = "paper", threshold: float | None = None, omega: float | None = None,
+                        timesteps: str | None = None, resolutions: str | None = None, seed: int | None = None,
+                        no_noise: bool = False, latent: str | None = None, multi_box: bool = False,
+                        min_box_area: float | None = None, base: LocalizeConfig | None = None) -> LocalizeConfig:
+    """The LocalizeConfig that the engine options describe."""
+    config = base or preset(preset_name)
+    return config.replace(
+        threshold=threshold, omega=omega, timesteps=_int_tuple(timesteps, "timesteps"),
+        resolutions=_int_tuple(resolutions, "resolutions"), seed=seed, latent=latent,
+        add_noise=False if no_noise else None, multi_box=True if multi_box else None, min_box_area=min_box_area,
+    )
+
+
+ENGINE_OPTION_NAMES = ("preset_name", "threshold", "omega", "timesteps", "resolutions", "seed", "no_noise",
+                       "latent", "multi_box", "min_box_area")
+
+
+def pop_engine_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove the engine options from a command's kwargs and return them."""
+    return {name: kwargs.pop(name) for name in ENGINE_OPTION_NAMES if name in kwargs}
+
+
+def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --device, --dtype and --batch-size."""
+    for option in reversed([
+        click.option("--device", default=None, help="torch device (cuda, cuda:1, cpu, mps). Default: best available."),
+        click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+                     help="Default: bfloat16/float16 on CUDA, float32 on CPU."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Images per UNet call."),
+    ]):
+        func = option(func)
+    return func

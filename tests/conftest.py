@@ -1,0 +1,62 @@
+"""Shared fixtures: the tiny model (built once per session), a loaded model, a localizer, image factory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TEST_DATA = Path(__file__).parent / "data"
+
+
+def pytest_report_header(config) -> list[str]:
+    import diffusers
+    import sqlalchemy
+    import torch
+    import transformers
+
+    postgres = os.environ.get("GENPROMP_TEST_POSTGRES_URL") or "not set (PostgreSQL cases skip)"
+    return [
+        f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}, "
+        f"sqlalchemy {sqlalchemy.__version__}",
+        f"GENPROMP_TEST_POSTGRES_URL: {postgres}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny SD-v1-layout model in diffusers format (seed 0), written once per test session."""
+    from genpromp_annotate.engine.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-sd"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """The tiny model loaded on CPU in float32 (shared: tests must not modify its weights)."""
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    return load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
+
+
+@pytest.fixture()
+def make_image(tmp_path):
+    """Write a real image file: make_image("a.jpg", size=(W, H), seed=0, mode="RGB") → path."""
+
+    def factory(name: str = "image.jpg", size: tuple[int, int] = (96, 64), seed: int = 0, mode: str = "RGB",
+                folder: Path | None = None) -> Path:
+        rng = np.random.default_rng(seed)
+        width, height = size
+        array = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+        # a bright square so that maps of a trained model have something to find
+        array[height // 4 : height // 2, width // 4 : width // 2] = 255
+        image = Image.fromarray(array).convert(mode)
+        path = (folder or tmp_path) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        return path
+
+    return factory
