@@ -47,7 +47,9 @@ class StableDiffusion:
         self.device = torch.device(device) if device is not None else self.device
         self.dtype = dtype or self.dtype
         for module in (self.text_encoder, self.vae, self.unet):
-            module.to(device=self.device, dtype=self.dtype)
+            if next(module.parameters()).dtype != self.dtype:
+                module.to(dtype=self.dtype)
+            module.to(device=self.device)
         return self
 
 
@@ -105,16 +107,16 @@ def _check_diffusers_folder(folder: Path) -> None:
         raise ModelLoadError(f"{unet_config}: the UNet has no cross-attention; it is not a text-conditioned SD UNet")
 
 
-def _load_parts_from_repo(source: str, local_only: bool) -> dict[str, Any]:
+def _load_parts_from_repo(source: str, local_only: bool, dtype: torch.dtype) -> dict[str, Any]:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     kwargs: dict[str, Any] = {"local_files_only": local_only}
     return {
         "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs),
-        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs),
-        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs),
-        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs),
+        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **kwargs),
+        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kwargs),
+        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kwargs),
         # Whatever sampler the repo ships, the noise schedule of SD v1 training is what GenPromp uses.
         "scheduler": DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs),
     }
@@ -163,7 +165,7 @@ def load_stable_diffusion(
     if path.is_dir():
         _check_diffusers_folder(path)
         try:
-            parts = _load_parts_from_repo(str(path), local_only=True)
+            parts = _load_parts_from_repo(str(path), local_only=True, dtype=torch_dtype)
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{path}: cannot load the model ({exc})") from exc
     elif path.is_file():
@@ -174,7 +176,7 @@ def load_stable_diffusion(
         parts = _load_parts_from_single_file(path, single_file_config)
     elif str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
         try:
-            parts = _load_parts_from_repo(str(source), local_only=_offline())
+            parts = _load_parts_from_repo(str(source), local_only=_offline(), dtype=torch_dtype)
         except Exception as exc:  # hub errors come in many types; all mean "not available"
             mode = "offline (HF_HUB_OFFLINE is set)" if _offline() else "online"
             raise ModelLoadError(f"hub model {source!r} could not be loaded {mode}: {exc}") from exc
