@@ -1,0 +1,369 @@
+"""The named queries of the workflow: projects, categories and embeddings, runs, images, claims, predictions.
+
+Every function takes an open Session (from `Store.read()` / `Store.write()`) and leaves committing to
+the caller. Functions that write must run inside `Store.write()` (SQLite's BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import torch
+from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from genpromp_annotate.errors import StoreError, UnknownLabelError
+from genpromp_annotate.store.model_version import ModelVersionParts
+from genpromp_annotate.store.models import (
+    PREDICTION_SOURCES,
+    RUN_STATUSES,
+    TRAINING_STATES,
+    Category,
+    Image,
+    ModelVersion,
+    Prediction,
+    Project,
+    TrainingRun,
+    utc_now,
+)
+
+# A claim that is not released within this time is free again (a worker on another host died).
+DEFAULT_LEASE_S = 30 * 60
+
+
+# ---- projects ---------------------------------------------------------------------------------------
+def find_project(session: Session, name: str) -> Project | None:
+    return session.scalar(select(Project).where(Project.name == name))
+
+
+def get_project(session: Session, name: str) -> Project:
+    """The project called `name`, or StoreError naming it and the `init` command."""
+    project = find_project(session, name)
+    if project is None:
+        known = session.scalars(select(Project.name).order_by(Project.name).limit(10)).all()
+        hint = f" (projects here: {', '.join(known)})" if known else " (this database has no project yet)"
+        raise StoreError(f"no project named {name!r}{hint}; create it with "
+                         f"`genpromp-annotate init {name} --model MODEL --label NAME`")
+    return project
+
+
+def create_project(session: Session, name: str, base_model: str, settings: Mapping[str, Any] | None = None) -> Project:
+    """A new project; StoreError when the name is taken."""
+    if not name or not name.strip():
+        raise StoreError("a project needs a non-empty name")
+    if find_project(session, name) is not None:
+        raise StoreError(f"project {name!r} already exists; see `genpromp-annotate status {name}`")
+    project = Project(name=name, base_model=str(base_model), settings=dict(settings or {}))
+    session.add(project)
+    session.flush()
+    return project
+
+
+def select_unet(session: Session, project: Project, unet_path: str | None, unet_digest: str | None) -> None:
+    """Use a finetuned UNet (diffusers `unet` folder + its weights digest) for inference; None = base UNet."""
+    project.unet_path = unet_path
+    project.unet_digest = unet_digest if unet_path else None
+    session.flush()
+
+
+# ---- categories ---------------------------------------------------------------------------------------
+def find_category(session: Session, project: Project, name: str) -> Category | None:
+    return session.scalar(select(Category).where(Category.project_id == project.id, Category.name == name))
+
+
+def get_category(session: Session, project: Project, name: str) -> Category:
+    """The category `name` of the project, or UnknownLabelError listing the known ones and the fix."""
+    category = find_category(session, project, name)
+    if category is None:
+        known = [c.name for c in list_categories(session, project)]
+        raise UnknownLabelError(
+            f"unknown label {name!r} in project {project.name!r} (labels: {', '.join(known) or 'none'}); "
+            f"add it with `genpromp-annotate labels {project.name} add {name!r}`")
+    return category
+
+
+def list_categories(session: Session, project: Project) -> list[Category]:
+    return list(session.scalars(select(Category).where(Category.project_id == project.id).order_by(Category.id)))
+
+
+def add_category(session: Session, project: Project, name: str, meta_token: str, concept_token: str,
+                 meta_token_id: int | None = None) -> Category:
+    """A new category (its meta token computed by the caller with the model's tokenizer)."""
+    if find_category(session, project, name) is not None:
+        raise StoreError(f"label {name!r} already exists in project {project.name!r}")
+    category = Category(project_id=project.id, name=name, meta_token=meta_token, meta_token_id=meta_token_id,
+                        concept_token=concept_token, training_state="untrained")
+    session.add(category)
+    session.flush()
+    return category
+
+
+def set_category_embedding(category: Category, embedding: torch.Tensor | None, state: str = "trained") -> None:
+    """Store a learned concept embedding, e.g. `(768,)` float32, as bytes + dtype + shape (None clears it)."""
+    if state not in TRAINING_STATES:
+        raise StoreError(f"training_state must be one of {TRAINING_STATES}, got {state!r}")
+    if embedding is None:
+        category.embedding = category.embedding_dtype = category.embedding_shape = None
+    else:
+        tensor = embedding.detach().to("cpu").contiguous()
+        category.embedding = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        category.embedding_dtype = str(tensor.dtype).removeprefix("torch.")
+        category.embedding_shape = list(tensor.shape)
+    category.training_state = state
+    if state == "trained":
+        category.trained_at = utc_now()
+
+
+def category_embedding(category: Category) -> torch.Tensor | None:
+    """The stored embedding with its stored dtype and shape, or None when the category is not trained."""
+    if category.embedding is None or category.embedding_dtype is None:
+        return None
+    dtype = getattr(torch, category.embedding_dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise StoreError(f"category {category.name!r}: stored embedding dtype {category.embedding_dtype!r} is unknown")
+    shape = tuple(category.embedding_shape or [-1])
+    flat = torch.frombuffer(bytearray(category.embedding), dtype=torch.uint8).view(dtype)
+    return flat.reshape(shape).clone()
+
+
+# ---- training runs ----------------------------------------------------------------------------------------
+def create_training_run(session: Session, project: Project, kind: str, config: Mapping[str, Any] | None = None,
+                        status: str = "queued") -> TrainingRun:
+    """A new run row (kind e.g. "concept_tokens" or "unet_finetune") holding its resolved config."""
+    run = TrainingRun(project_id=project.id, kind=kind, config=dict(config or {}), status=status, metrics={})
+    if status == "running":
+        run.started_at = utc_now()
+    session.add(run)
+    session.flush()
+    return run
+
+
+def update_training_run(session: Session, run_id: int, *, status: str | None = None, progress: float | None = None,
+                        metrics: Mapping[str, Any] | None = None, error: str | None = None,
+                        output_path: str | None = None) -> TrainingRun:
+    """Update a run; `running` sets started_at, `done`/`failed`/`cancelled` set finished_at; metrics merge."""
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise StoreError(f"no training run with id {run_id}")
+    if status is not None:
+        if status not in RUN_STATUSES:
+            raise StoreError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+        run.status = status
+        if status == "running" and run.started_at is None:
+            run.started_at = utc_now()
+        if status in ("done", "failed", "cancelled"):
+            run.finished_at = utc_now()
+    if progress is not None:
+        run.progress = float(progress)
+    if metrics:
+        run.metrics = {**(run.metrics or {}), **dict(metrics)}  # a new dict: JSON columns track assignment
+    if error is not None:
+        run.error = error
+    if output_path is not None:
+        run.output_path = output_path
+    session.flush()
+    return run
+
+
+# ---- images -------------------------------------------------------------------------------------------
+def find_image_by_hash(session: Session, project: Project, content_hash: str) -> Image | None:
+    return session.scalar(select(Image).where(Image.project_id == project.id, Image.content_hash == content_hash))
+
+
+def images_by_uri(session: Session, project: Project, uris: Iterable[str]) -> dict[str, Image]:
+    wanted = list(uris)
+    rows = session.scalars(select(Image).where(Image.project_id == project.id, Image.uri.in_(wanted)))
+    return {image.uri: image for image in rows}
+
+
+def set_image_error(image: Image, error: str) -> None:
+    image.status = "error"
+    image.error = error
+
+
+# ---- claims: which worker annotates which image ---------------------------------------------------------
+def worker_id() -> str:
+    """`host:pid:nonce` of this process (the nonce tells apart two loops in one process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_dead_claims(session: Session, project: Project) -> int:
+    """Free the claims of workers on this host whose process is gone (SIGKILL, crash). Returns how many."""
+    host = socket.gethostname()
+    owners = session.scalars(select(Image.claimed_by).where(Image.project_id == project.id,
+                                                            Image.claimed_by.is_not(None)).distinct()).all()
+    dead = []
+    for owner in owners:
+        parts = owner.split(":")
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            dead.append(owner)
+    if not dead:
+        return 0
+    result = session.execute(update(Image).where(Image.project_id == project.id, Image.claimed_by.in_(dead))
+                             .values(claimed_by=None, claimed_until=None))
+    return int(result.rowcount or 0)
+
+
+def _has_prediction(model_version: str, since: datetime | None = None):
+    condition = exists().where(Prediction.image_id == Image.id, Prediction.model_version == model_version,
+                               Prediction.source == "model")
+    if since is not None:
+        condition = condition.where(Prediction.created_at >= since)
+    return condition
+
+
+def pending_images_query(project: Project, model_version: str, force_since: datetime | None = None):
+    """Images still to annotate with `model_version`.
+
+    Normal run: images without a model prediction of that version, except images in error. Forced run
+    (`force_since` = when it started): every image not annotated since then, errors included (an error
+    retried in this run has its claim released after `force_since` and is not taken again).
+    """
+    query = select(Image).where(Image.project_id == project.id)
+    if force_since is None:
+        return query.where(Image.status != "error", ~_has_prediction(model_version))
+    retried = Image.claimed_until.is_not(None) & (Image.claimed_until >= force_since) & Image.claimed_by.is_(None)
+    return query.where(~_has_prediction(model_version, force_since),
+                       or_(Image.status != "error", ~retried))
+
+
+def count_pending(session: Session, project: Project, model_version: str, force_since: datetime | None = None) -> int:
+    sub = pending_images_query(project, model_version, force_since).with_only_columns(Image.id).subquery()
+    return int(session.scalar(select(func.count()).select_from(sub)) or 0)
+
+
+def claim_images(session: Session, project: Project, model_version: str, worker: str, limit: int,
+                 lease_s: float = DEFAULT_LEASE_S, force_since: datetime | None = None) -> list[Image]:
+    """Atomically claim up to `limit` pending images for `worker` (call inside `Store.write()`).
+
+    On SQLite the write transaction (BEGIN IMMEDIATE) serialises claimers; on PostgreSQL rows another
+    transaction is claiming are skipped (FOR UPDATE SKIP LOCKED). A claim is free again when released,
+    when its lease ends, or when its worker's process on this host is gone.
+    """
+    now = utc_now()
+    free = or_(Image.claimed_by.is_(None), Image.claimed_until < now, Image.claimed_by == worker)
+    query = (pending_images_query(project, model_version, force_since).where(free)
+             .order_by(Image.id).limit(limit).with_for_update(skip_locked=True, of=Image))
+    images = list(session.scalars(query))
+    for image in images:
+        image.claimed_by = worker
+        image.claimed_until = now + timedelta(seconds=lease_s)
+    session.flush()
+    if images:  # weak labels, loaded while the rows are locked
+        session.scalars(select(Image).where(Image.id.in_([i.id for i in images]))
+                        .options(selectinload(Image.categories))).all()
+    return images
+
+
+def release_claims(session: Session, worker: str) -> int:
+    """Free every claim of `worker` (a clean stop). The lease end becomes now: see pending_images_query."""
+    result = session.execute(update(Image).where(Image.claimed_by == worker)
+                             .values(claimed_by=None, claimed_until=utc_now()))
+    return int(result.rowcount or 0)
+
+
+# ---- predictions ---------------------------------------------------------------------------------------
+class BoxLike(Protocol):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    score: float
+
+
+def _box_values(box: BoxLike | Mapping[str, Any]) -> tuple[float, float, float, float, float | None]:
+    if isinstance(box, Mapping):
+        return (float(box["x1"]), float(box["y1"]), float(box["x2"]), float(box["y2"]),
+                None if box.get("score") is None else float(box["score"]))
+    return float(box.x1), float(box.y1), float(box.x2), float(box.y2), float(box.score)
+
+
+def add_predictions(session: Session, image: Image, model_version: str,
+                    boxes: Sequence[tuple[Category, BoxLike | Mapping[str, Any]]], source: str = "model",
+                    replace: bool = True, external_id: str | None = None) -> list[Prediction]:
+    """Store boxes (original pixels) for one image and model version.
+
+    Args:
+        boxes: (category, box) pairs; a box is an engine `Box` or a mapping with x1, y1, x2, y2[, score].
+        source: "model" or "human".
+        replace: first delete this image's predictions of the same model version and source (so
+            re-running never duplicates boxes).
+        external_id: e.g. the Label Studio annotation id, to find human boxes again.
+    """
+    if source not in PREDICTION_SOURCES:
+        raise StoreError(f"prediction source must be one of {PREDICTION_SOURCES}, got {source!r}")
+    if replace:
+        session.execute(delete(Prediction).where(Prediction.image_id == image.id,
+                                                 Prediction.model_version == model_version,
+                                                 Prediction.source == source))
+    rows = []
+    for category, box in boxes:
+        x1, y1, x2, y2, score = _box_values(box)
+        rows.append(Prediction(image_id=image.id, category_id=category.id, x1=x1, y1=y1, x2=x2, y2=y2, score=score,
+                               model_version=model_version, source=source, external_id=external_id))
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def record_model_version(session: Session, project: Project, parts: ModelVersionParts) -> ModelVersion:
+    """The model_versions row of `parts` (created on first use)."""
+    row = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
+                                                    ModelVersion.name == parts.name))
+    if row is None:
+        row = ModelVersion(project_id=project.id, name=parts.name, base_model=parts.base_model,
+                           tokens_digest=parts.tokens_digest, unet=parts.unet, settings_key=parts.settings_key)
+        session.add(row)
+        session.flush()
+    return row
+
+
+# ---- status -------------------------------------------------------------------------------------------
+@dataclass
+class VersionCount:
+    name: str
+    images: int
+    boxes: int
+    source: str
+    parts: ModelVersion | None
+
+
+def image_status_counts(session: Session, project: Project) -> dict[str, int]:
+    rows = session.execute(select(Image.status, func.count()).where(Image.project_id == project.id)
+                           .group_by(Image.status)).all()
+    counts = {status: 0 for status in ("pending", "done", "error")}
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+def version_counts(session: Session, project: Project) -> list[VersionCount]:
+    """Per model version and source: images with boxes, boxes, and the version's recorded parts."""
+    rows = session.execute(
+        select(Prediction.model_version, Prediction.source, func.count(func.distinct(Prediction.image_id)),
+               func.count(Prediction.id))
+        .join(Image, Image.id == Prediction.image_id).where(Image.project_id == project.id)
+        .group_by(Prediction.model_version, Prediction.source).order_by(Prediction.model_version)).all()
+    parts = {v.name: v for v in session.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id))}
+    return [VersionCount(name, int(images), int(boxes), source, parts.get(name)) for name, source, images, boxes in rows]
+
+
+def latest_model_version(session: Session, project: Project) -> str | None:
+    """The model version of the most recent model prediction of the project."""
+    return session.scalar(select(Prediction.model_version).join(Image, Image.id == Prediction.image_id)
+                          .where(Image.project_id == project.id, Prediction.source == "model")
+                          .order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(1))
