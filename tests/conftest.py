@@ -60,3 +60,49 @@ def make_image(tmp_path):
         return path
 
     return factory
+
+
+# ---- the project store: every store test runs on SQLite and on PostgreSQL ---------------------------------
+POSTGRES_URL_ENV = "GENPROMP_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database URL: SQLite in tmp_path, or a new schema on the PostgreSQL server.
+
+    The PostgreSQL case is skipped (reported as skipped) when GENPROMP_TEST_POSTGRES_URL is unset.
+    Each PostgreSQL test gets its own schema (search_path in the URL), dropped afterwards, so tests and
+    concurrent test runs never see each other's rows.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    base = os.environ.get(POSTGRES_URL_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set")
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def db(db_url):
+    """An open, migrated Store on `db_url` (SQLite and PostgreSQL)."""
+    from genpromp_annotate.store.database import open_store
+
+    store = open_store(db_url)
+    yield store
+    store.dispose()
