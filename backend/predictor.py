@@ -1,0 +1,174 @@
+"""Label Studio tasks → engine calls → one result per task, batched inside one /predict call (SPEC §8)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from backend.label_config import LabelingSetup, match_category
+from backend.media import MediaFetcher
+from backend.projects import ProjectBackend, StoredBox
+from backend.regions import region_from_box
+from genpromp_annotate.errors import GenprompError
+from genpromp_annotate.log import get_logger
+
+logger = get_logger(__name__)
+
+
+def weak_label_of(task: dict[str, Any], setup: LabelingSetup) -> str | None:
+    """A task's weak label: the data field `setup.settings.label_field`, else the single choice of a
+    Choices region in its annotations (not cancelled) or predictions, in that order. None if there is none."""
+    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    value = data.get(setup.settings.label_field)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, (str, int)) and str(value).strip():
+        return str(value).strip()
+    for source in ("annotations", "predictions"):
+        for item in task.get(source) or []:
+            if not isinstance(item, dict) or item.get("was_cancelled"):
+                continue
+            for region in item.get("result") or []:
+                if not isinstance(region, dict) or region.get("type") != "choices":
+                    continue
+                if setup.choices_names and region.get("from_name") not in setup.choices_names:
+                    continue
+                choices = (region.get("value") or {}).get("choices") or []
+                if len(choices) == 1 and str(choices[0]).strip():
+                    return str(choices[0]).strip()
+    return None
+
+
+def resolve_weak_label(value: str, setup: LabelingSetup, categories: Sequence[str] | None
+                       ) -> tuple[str, str] | str:
+    """`(category, label studio label)` for a weak label, or the reason there is none.
+
+    The value may be a Label Studio label of the config (`Cat`) or a project category (`cat`).
+    """
+    if value in setup.label_to_category:
+        return setup.label_to_category[value], value
+    if value in setup.unknown_labels:
+        return f"label {value!r} of the config matches no project category"
+    pool = list(categories) if categories is not None else list(setup.label_to_category.values())
+    category = match_category(value, pool)
+    if category is None:
+        by_label = match_category(value, list(setup.label_to_category))
+        if by_label is not None:
+            return setup.label_to_category[by_label], by_label
+        return f"weak label {value!r} is neither a label of the config nor a project category"
+    label = setup.label_for_category(category)
+    if label is None:
+        return f"category {category!r} has no <Label> in the RectangleLabels {setup.from_name!r}"
+    return category, label
+
+
+@dataclass
+class PredictOutcome:
+    """The /predict answer and what happened to each task."""
+
+    results: list[dict[str, Any]]
+    model_version: str
+    skipped: list[tuple[Any, str]] = field(default_factory=list)  # (task id, reason)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Job:
+    index: int
+    task_id: Any
+    image_value: str
+    category: str
+    label: str
+    image: Image.Image | None = None
+
+
+@dataclass
+class Predictor:
+    """Turns a batch of tasks into Label Studio predictions with one project's Localizer.
+
+    Attributes:
+        fetcher: resolves task media (SSRF-safe).
+        batch_size: images per UNet call.
+        io_threads: parallel media downloads.
+    """
+
+    fetcher: MediaFetcher
+    batch_size: int = 8
+    io_threads: int = 4
+
+    def _fetch(self, jobs: list[_Job], fetcher: MediaFetcher) -> dict[int, str]:
+        """Decode every job's image in parallel; returns index → reason for the failures."""
+        failures: dict[int, str] = {}
+
+        def one(job: _Job) -> None:
+            try:
+                job.image = fetcher.load(job.image_value, task_id=job.task_id)
+            except GenprompError as exc:
+                failures[job.index] = str(exc)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.io_threads), thread_name_prefix="media") as pool:
+            list(pool.map(one, jobs))
+        return failures
+
+    def predict(self, tasks: Sequence[dict[str, Any]], setup: LabelingSetup, project: ProjectBackend,
+                fetcher: MediaFetcher | None = None) -> PredictOutcome:
+        """One entry per task, in order: `{"model_version", "score", "result": [regions]}`; a task that
+        cannot be predicted (no weak label, bad image) gets `{"result": []}` and a logged reason."""
+        started = time.perf_counter()
+        fetcher = fetcher or self.fetcher
+        localizer, model_version, shared = project.localizer(setup.settings)
+        results: list[dict[str, Any]] = [{"result": []} for _ in tasks]
+        skipped: list[tuple[Any, str]] = []
+        jobs: list[_Job] = []
+        for index, task in enumerate(tasks):
+            task_id = task.get("id") if isinstance(task, dict) else None
+            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+                skipped.append((task_id, "the task has no 'data' object"))
+                continue
+            value = weak_label_of(task, setup)
+            if value is None:
+                skipped.append((task_id, f"no weak label: data.{setup.settings.label_field} is missing and no "
+                                         "Choices annotation or prediction names one"))
+                continue
+            resolved = resolve_weak_label(value, setup, project.categories)
+            if isinstance(resolved, str):
+                skipped.append((task_id, resolved))
+                continue
+            image_value = task["data"].get(setup.image_key)
+            if not isinstance(image_value, str) or not image_value:
+                skipped.append((task_id, f"data.{setup.image_key} (the <Image> value) is missing"))
+                continue
+            jobs.append(_Job(index, task_id, image_value, *resolved))
+
+        by_index = {job.index: job for job in jobs}
+        for index, reason in sorted(self._fetch(jobs, fetcher).items()):
+            skipped.append((by_index[index].task_id, reason))
+        ready = [job for job in jobs if job.image is not None]
+        stored: list[StoredBox] = []
+        if ready:
+            with shared.lock:
+                located = localizer.localize([j.image for j in ready], [j.category for j in ready],
+                                             batch_size=self.batch_size)
+            min_score = setup.settings.min_score
+            for job, found in zip(ready, located):
+                # score 0 is the "nothing above the threshold" placeholder box: no detection
+                boxes = [b for b in found.boxes if b.score > 0.0 and b.score >= min_score]
+                regions = [region_from_box(b, found.width, found.height, job.label, setup.from_name, setup.to_name)
+                           for b in boxes]
+                results[job.index] = {"model_version": model_version,
+                                      "score": max((b.score for b in boxes), default=0.0),
+                                      "result": regions}
+                stored.extend(StoredBox(job.image_value, job.category, b, r["id"]) for b, r in zip(boxes, regions))
+        for task_id, reason in skipped:
+            logger.warning("task %s: empty result: %s", task_id, reason)
+        if stored:
+            try:
+                project.record_predictions(model_version, stored)
+            except GenprompError as exc:
+                logger.error("predictions of %d task(s) not stored: %s", len(ready), exc)
+        return PredictOutcome(results, model_version, skipped, time.perf_counter() - started)
