@@ -1,0 +1,201 @@
+"""MaxBoxAcc and MaxBoxAccV2 (Choe et al., CVPR 2020) as SPEC §6 fixes them, and a threshold sweep.
+
+MaxBoxAccEvaluator follows the wsolevaluation conventions:
+- each map is resized to 224×224 (bicubic) and min-max normalised (bicubic overshoots [0, 1], and
+  `uint8(map·255)` of a value above 1 would wrap around);
+- τ runs over `np.arange(0, 1, interval)` in float64; at each τ the uint8 map keeps pixels strictly above
+  `int(τ·max)`; boxes are the bounding rectangles `[x, y, min(x+w, 223), min(y+h, 223)]` of ALL contours
+  (V2) or of the largest one (v1); no contour gives `[0, 0, 0, 0]`;
+- GT boxes go to the 224 frame as `int(c·224/W)` (multiply, divide, truncate; no clipping);
+- an image counts at IoU level δ when its best box reaches IoU ≥ δ (inclusive pixels) with any GT box;
+  per δ the best τ is taken; V2 reports the mean over δ ∈ {30, 50, 70}, v1 δ = 50 alone.
+
+`best_threshold` sweeps τ with the engine's own box rule on its 512-frame maps, to calibrate a project's
+threshold from human-corrected boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from genpromp_annotate.engine.boxes import boxes_from_map
+from genpromp_annotate.errors import ConfigError
+from genpromp_annotate.evaluation.iou import check_box_convention, iou_inclusive
+from genpromp_annotate.evaluation.loc_metrics import gt_boxes_to_frame
+
+EVAL_SIZE = 224
+
+
+def normalize_map(map_: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
+    """`(H, W)` map → `(size, size)` float32 in [0, 1]: bicubic resize, min-max, NaN → 0."""
+    array = np.asarray(map_, dtype=np.float32)
+    if array.ndim != 2:
+        raise ConfigError(f"map: expected a 2-D (H, W) array, got shape {array.shape}")
+    if array.shape != (size, size):
+        array = cv2.resize(array, (size, size), interpolation=cv2.INTER_CUBIC)
+    array = np.nan_to_num(array, nan=0.0)
+    low, high = float(array.min()), float(array.max())
+    if high - low <= 0:
+        return np.zeros((size, size), dtype=np.float32)
+    return (array - low) / (high - low)
+
+
+def boxes_at_thresholds(map_01: np.ndarray, thresholds: np.ndarray, all_contours: bool = True) -> list[np.ndarray]:
+    """Boxes of a normalised `(S, S)` map at each τ: a list of `(n_τ, 4)` int arrays (n_τ ≥ 1)."""
+    gray = (map_01 * 255).astype(np.uint8)  # truncation, as the reference's astype
+    peak = float(gray.max())
+    height, width = gray.shape
+    result = []
+    for tau in thresholds:
+        _, mask = cv2.threshold(gray, int(tau * peak), 255, cv2.THRESH_BINARY)  # keeps gray > cut
+        contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            result.append(np.zeros((1, 4), dtype=np.int64))
+            continue
+        if not all_contours:
+            contours = [contours[int(np.argmax([cv2.contourArea(c) for c in contours]))]]
+        rects = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64)  # (n, 4) x, y, w, h
+        x, y, w, h = rects.T
+        result.append(np.stack([x, y, np.minimum(x + w, width - 1), np.minimum(y + h, height - 1)], axis=1))
+    return result
+
+
+def gt_boxes_to_eval_frame(gt_boxes: object, width: int, height: int, size: int = EVAL_SIZE) -> np.ndarray:
+    """`(K, 4)` original-pixel GT boxes → `int(c·size/W)` (x) and `int(c·size/H)` (y), no clipping."""
+    b = check_box_convention(gt_boxes, "gt_boxes")
+    divisor = np.array([width, height, width, height], dtype=np.float64)
+    return np.trunc(b * size / divisor).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class MaxBoxAccResult:
+    """`value` is the reported number (percent); `per_delta[δ]` the best accuracy over τ at IoU δ%."""
+
+    version: str
+    value: float
+    per_delta: dict[int, float]
+    best_threshold: dict[int, float]
+    thresholds: np.ndarray  # (T,)
+    curves: dict[int, np.ndarray]  # δ → (T,) accuracy (percent) at each τ
+    count: int
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "value": self.value, "count": self.count,
+                "per_delta": dict(self.per_delta), "best_threshold": dict(self.best_threshold)}
+
+
+@dataclass
+class MaxBoxAccEvaluator:
+    """`accumulate(map, image_id)` per image, then `compute()`.
+
+    Args:
+        gt_boxes: image id → `(K, 4)` GT boxes in original pixels.
+        image_sizes: image id → `(width, height)` in original pixels.
+        version: "v2" (all contours, δ ∈ {30, 50, 70}) or "v1" (largest contour, δ = 50).
+        interval: the τ grid step (0.01, or 0.001 for the fine grid).
+        iou_thresholds: override the δ list (percent).
+    """
+
+    gt_boxes: Mapping[str, object]
+    image_sizes: Mapping[str, tuple[int, int]]
+    version: str = "v2"
+    interval: float = 0.01
+    iou_thresholds: Sequence[int] | None = None
+    size: int = EVAL_SIZE
+    thresholds: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.version not in ("v1", "v2"):
+            raise ConfigError(f"MaxBoxAcc version must be 'v1' or 'v2', got {self.version!r}")
+        if not 0 < self.interval < 1:
+            raise ConfigError(f"MaxBoxAcc threshold interval must be within (0, 1), got {self.interval}")
+        if self.iou_thresholds is None:
+            self.iou_thresholds = (30, 50, 70) if self.version == "v2" else (50,)
+        self.thresholds = np.arange(0, 1, self.interval)  # float64, i·interval, as the reference
+        self._correct = {d: np.zeros(len(self.thresholds), dtype=np.int64) for d in self.iou_thresholds}
+        self._count = 0
+        self._seen: set[str] = set()
+
+    def accumulate(self, map_: np.ndarray, image_id: str) -> np.ndarray:
+        """Add one image's map (any `(H, W)`; it is resized to 224). Returns `(T,)` its best IoU per τ."""
+        if image_id not in self.gt_boxes or image_id not in self.image_sizes:
+            raise ConfigError(f"MaxBoxAcc: image id {image_id!r} has no GT boxes or size in the metadata")
+        if image_id in self._seen:
+            raise ConfigError(f"MaxBoxAcc: image id {image_id!r} was accumulated twice")
+        self._seen.add(image_id)
+        width, height = self.image_sizes[image_id]
+        gts = gt_boxes_to_eval_frame(self.gt_boxes[image_id], width, height, self.size)
+        per_tau = boxes_at_thresholds(normalize_map(map_, self.size), self.thresholds,
+                                      all_contours=self.version == "v2")
+        best = np.array([iou_inclusive(boxes, gts).max() for boxes in per_tau])
+        for delta in self.iou_thresholds:
+            self._correct[delta] += best >= delta / 100
+        self._count += 1
+        return best
+
+    def compute(self) -> MaxBoxAccResult:
+        if self._count == 0:
+            raise ConfigError("MaxBoxAcc: no image was accumulated")
+        curves = {d: 100.0 * c / self._count for d, c in self._correct.items()}
+        per_delta = {d: float(curve.max()) for d, curve in curves.items()}
+        best = {d: float(self.thresholds[int(np.argmax(curve))]) for d, curve in curves.items()}
+        value = float(np.mean(list(per_delta.values())))
+        return MaxBoxAccResult(self.version, value, per_delta, best, self.thresholds, curves, self._count)
+
+
+@dataclass(frozen=True)
+class ThresholdSweep:
+    """The chosen τ, its accuracy (percent of images with IoU ≥ δ) and the whole curve."""
+
+    threshold: float
+    accuracy: float
+    thresholds: np.ndarray  # (T,)
+    accuracies: np.ndarray  # (T,) percent
+
+
+def best_threshold(maps: Sequence[np.ndarray], gt_boxes: Sequence[object],
+                   image_sizes: Sequence[tuple[int, int]] | None = None, thresholds: np.ndarray | None = None,
+                   iou_threshold: float = 0.5, multi_box: bool = False, min_area_fraction: float = 0.0,
+                   prefer: float | None = None) -> ThresholdSweep:
+    """The τ that maximises MaxBoxAcc at `iou_threshold` with the engine's own box rule.
+
+    Args:
+        maps: `(S, S)` float maps in [0, 1], as `Localizer.localize(..., keep_maps=True)` returns in `map_512`.
+        gt_boxes: per image `(K, 4)` boxes; original pixels when `image_sizes` is given (rescaled into the
+            S frame by SPEC §6's rule), otherwise already in the map's frame.
+        image_sizes: per image `(width, height)`.
+        thresholds: the τ grid, default `np.arange(0, 1, 0.01)`.
+        multi_box, min_area_fraction: as `boxes_from_map` (the image's best box counts).
+        prefer: among τ tied for the best accuracy, the one closest to this (e.g. the current threshold);
+            default the middle one of the tied values.
+    """
+    if len(maps) == 0 or len(maps) != len(gt_boxes):
+        raise ConfigError(f"best_threshold: need one GT box list per map, got {len(maps)} maps and "
+                          f"{len(gt_boxes)} GT lists")
+    if image_sizes is not None and len(image_sizes) != len(maps):
+        raise ConfigError(f"best_threshold: got {len(image_sizes)} image sizes for {len(maps)} maps")
+    grid = np.arange(0, 1, 0.01) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    correct = np.zeros(len(grid), dtype=np.int64)
+    for i, map_01 in enumerate(maps):
+        height, width = map_01.shape
+        if image_sizes is None:
+            gts = check_box_convention(gt_boxes[i], f"gt_boxes[{i}]")
+        else:
+            if height != width:
+                raise ConfigError(f"best_threshold: map {i} must be square (the engine's frame), got {map_01.shape}")
+            gts = gt_boxes_to_frame(gt_boxes[i], *image_sizes[i], size=width)
+        for t, tau in enumerate(grid):
+            boxes = boxes_from_map(map_01, float(tau), multi_box, min_area_fraction)
+            predicted = np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes])
+            correct[t] += iou_inclusive(predicted, gts).max() >= iou_threshold
+    accuracies = 100.0 * correct / len(maps)
+    tied = np.flatnonzero(accuracies == accuracies.max())
+    if prefer is None:
+        pick = int(tied[len(tied) // 2])
+    else:
+        pick = int(tied[np.argmin(np.abs(grid[tied] - prefer))])
+    return ThresholdSweep(float(grid[pick]), float(accuracies[pick]), grid, accuracies)
