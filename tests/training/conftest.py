@@ -1,0 +1,43 @@
+"""Fixtures for training tests: small categories of real image files whose content differs per category."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_category_images(folder: Path, label: str, count: int, seed: int, size: tuple[int, int] = (80, 64)) -> list[Path]:
+    """`count` PNGs of noise with a coloured square whose colour and place depend on the category seed."""
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(0, 255, 3)
+    paths = []
+    for i in range(count):
+        width, height = size
+        array = rng.integers(0, 255, (height, width, 3), dtype=np.uint8) // 3
+        x, y = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+        array[y : y + height // 2, x : x + width // 2] = colour
+        path = folder / label / f"{label}-{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture()
+def make_categories(tmp_path, tiny_model):
+    """make_categories(["cat", "dog"], images=3) → list[CategoryImages] with real files under tmp_path."""
+    from genpromp_annotate.engine.tokens import concept_token_name, meta_token_for
+    from genpromp_annotate.training.data import CategoryImages
+
+    def factory(labels, images: int = 3):
+        result = []
+        for k, label in enumerate(labels):
+            paths = write_category_images(tmp_path / "images", label, images, seed=100 + k)
+            meta = meta_token_for(label, tiny_model.tokenizer)
+            result.append(CategoryImages(label, concept_token_name(label), meta.token_id, tuple(paths)))
+        return result
+
+    return factory
