@@ -1,4 +1,4 @@
-"""`localize` (one-off, no database); `annotate` (project store) lands beside it."""
+"""`localize` (one-off, no database) and `annotate` (a whole project in the store, resumable)."""
 
 from __future__ import annotations
 
@@ -99,5 +99,74 @@ def localize_command(model_source: str, model_config: str | None, label: str, to
                    err=True)
 
 
+@click.command("annotate")
+@click.argument("project")
+@model_options
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after this many images.")
+@click.option("--force", is_flag=True, default=False,
+              help="Annotate every image again (and retry images in error), even those already done.")
+@click.pass_context
+def annotate_command(ctx: click.Context, project: str, device: str | None, dtype: str | None, batch_size: int,
+                     limit: int | None, force: bool) -> None:
+    """Boxes for every image of PROJECT that has none from the current model version.
+
+    The model version names the base model, the learned concept tokens, the finetuned UNet and the
+    box settings: change any of them and `annotate` redoes the boxes. Boxes are committed per batch:
+    stop it (Ctrl-C finishes the current batch; a second Ctrl-C aborts) or kill it, and the next run
+    goes on where it stopped. Several processes (or machines, on PostgreSQL) can annotate one project
+    at once: each claims its own batches.
+
+    \b
+    Example:
+      genpromp-annotate annotate birds --batch-size 8
+      genpromp-annotate annotate birds --device cuda:1 --limit 1000
+      genpromp-annotate annotate birds --force
+    """
+    import signal
+
+    from tqdm import tqdm
+
+    from genpromp_annotate.cli.project import open_project_store
+    from genpromp_annotate.workflow import annotate_project, build_localizer, pending_count
+
+    store = open_project_store(ctx)
+    project_localizer = build_localizer(store, project, device=device, dtype=dtype)
+    version = project_localizer.model_version
+    model = project_localizer.localizer.model
+    total = pending_count(store, project, version) if not force else None
+    if total is not None and limit is not None:
+        total = min(total, limit)
+    click.echo(f"model version {version} on {model.device} ({str(model.dtype).removeprefix('torch.')}); "
+               f"{'all images (--force)' if force else f'{total} image(s) to annotate'}", err=True)
+
+    stop = {"requested": False}
+
+    def on_signal(signum, _frame) -> None:
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        click.echo("\nstopping after the current batch (Ctrl-C again to abort)", err=True)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    bar = tqdm(total=total, unit="image", desc="annotating", file=click.get_text_stream("stderr"),
+               dynamic_ncols=True)
+    try:
+        summary = annotate_project(store, project, project_localizer, batch_size=batch_size, limit=limit,
+                                   force=force, on_batch=lambda report: bar.update(report.images),
+                                   should_stop=lambda: stop["requested"])
+    finally:
+        bar.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"{summary.images} images annotated ({summary.boxes} boxes, {len(summary.errors)} errors) in "
+               f"{summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s), model version {version}")
+    for name, error in summary.errors[:20]:
+        click.echo(f"  error: {error}", err=True)
+    if summary.stopped:
+        click.echo(f"stopped early; run `genpromp-annotate annotate {project}` again to go on", err=True)
+        ctx.exit(130)
+
+
 def register(group: click.Group) -> None:
     group.add_command(localize_command)
+    group.add_command(annotate_command)

@@ -1,9 +1,179 @@
-"""Commands of this family are registered here (see COMMAND_MODULES in cli/__init__.py)."""
+"""Project commands: init, labels, status (and `open_project_store`, used by every store command)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from genpromp_annotate.cli.options import config_from_options, engine_options, pop_engine_options
+from genpromp_annotate.errors import ConfigError
+
+
+def open_project_store(ctx: click.Context):  # -> genpromp_annotate.store.database.Store
+    """The store named by --db / GENPROMP_DATABASE_URL (default SQLite under $GENPROMP_HOME), schema checked."""
+    from genpromp_annotate.store.database import open_store
+
+    db_url = getattr(ctx.find_root().obj, "db_url", None)
+    return open_store(db_url)
+
+
+def read_label_file(path: Path) -> list[str]:
+    """One label per line; blank lines and lines starting with # are ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--labels {path}: not UTF-8 text ({exc})") from exc
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@click.command("init")
+@click.argument("project")
+@click.option("--model", "model_source", required=True,
+              help="Base Stable Diffusion model: diffusers folder, .safetensors/.ckpt file, or hub id.")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A text file with one label per line.")
+@click.option("--label", "label_names", multiple=True, help="A label (repeat the option for several).")
+@engine_options
+@click.pass_context
+def init_command(ctx: click.Context, project: str, model_source: str, labels_file: Path | None,
+                 label_names: tuple[str, ...], **kwargs) -> None:
+    """Create PROJECT with its base model, inference settings and labels.
+
+    The settings (preset, --threshold, --omega, ...) are stored with the project: every box of the
+    project is made with them and they are part of its model version. Each label gets its meta token
+    (the vocabulary word that names it) and a concept token name, ready for training.
+
+    \b
+    Example:
+      genpromp-annotate make-tiny-model /tmp/m
+      genpromp-annotate init birds --model /tmp/m --label sparrow --label "goldfish, Carassius auratus"
+      genpromp-annotate init cub --model sd15/ --labels classes.txt --preset cub-paper
+    """
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.workflow import add_labels, load_tokenizer, project_settings
+
+    config = config_from_options(**pop_engine_options(kwargs))
+    labels = list(label_names) + (read_label_file(labels_file) if labels_file else [])
+    if len(set(labels)) != len(labels):
+        duplicate = next(label for label in labels if labels.count(label) > 1)
+        raise ConfigError(f"label {duplicate!r} is given twice")
+    local = Path(model_source).expanduser()
+    base_model = str(local.resolve()) if local.exists() else model_source
+    tokenizer = load_tokenizer(base_model) if labels else None
+    store = open_project_store(ctx)
+    with store.write() as session:
+        q.create_project(session, project, base_model, project_settings(config))
+    if labels:
+        add_labels(store, project, labels, tokenizer)
+    click.echo(f"project {project!r} created in {store.display_url}")
+    click.echo(f"  model:    {base_model}")
+    click.echo(f"  settings: {config.box_settings_key}")
+    click.echo(f"  labels:   {len(labels)}" + (f" ({', '.join(labels[:8])}{', …' if len(labels) > 8 else ''})"
+                                               if labels else " (add some with `genpromp-annotate labels "
+                                               f"{project} add NAME`)"))
+    click.echo(f"next: genpromp-annotate import {project} DATA_DIR --format imagefolder")
+
+
+@click.command("labels")
+@click.argument("project")
+@click.argument("action", required=False, type=click.Choice(["add"]))
+@click.argument("names", nargs=-1)
+@click.pass_context
+def labels_command(ctx: click.Context, project: str, action: str | None, names: tuple[str, ...]) -> None:
+    """List the labels of PROJECT, or `add` new ones.
+
+    The list shows each label's meta token, concept token, training state and image count.
+
+    \b
+    Example:
+      genpromp-annotate labels birds
+      genpromp-annotate labels birds add heron "electric ray, crampfish, numbfish, torpedo"
+    """
+    from sqlalchemy import func, select
+
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.store.models import image_labels
+    from genpromp_annotate.workflow import add_labels, load_tokenizer
+
+    store = open_project_store(ctx)
+    if action == "add":
+        if not names:
+            raise ConfigError("`labels PROJECT add` needs at least one NAME")
+        with store.read() as session:
+            base_model = q.get_project(session, project).base_model
+        added = add_labels(store, project, list(names), load_tokenizer(base_model))
+        for category in added:
+            click.echo(f"added {category.name!r} (meta token {category.meta_token!r}, concept token "
+                       f"{category.concept_token})")
+        return
+    with store.read() as session:
+        proj = q.get_project(session, project)
+        categories = q.list_categories(session, proj)
+        counts = dict(session.execute(select(image_labels.c.category_id, func.count())
+                                      .where(image_labels.c.category_id.in_([c.id for c in categories]))
+                                      .group_by(image_labels.c.category_id)).all())
+    if not categories:
+        click.echo(f"project {project!r} has no label; add some with `genpromp-annotate labels {project} add NAME`")
+        return
+    width = max(len("label"), *(len(c.name) for c in categories))
+    click.echo(f"{'label':<{width}}  {'meta token':<12} {'concept token':<20} {'state':<10} images")
+    for c in categories:
+        click.echo(f"{c.name:<{width}}  {c.meta_token:<12} {c.concept_token:<20} {c.training_state:<10} "
+                   f"{counts.get(c.id, 0)}")
+
+
+@click.command("status")
+@click.argument("project")
+@click.pass_context
+def status_command(ctx: click.Context, project: str) -> None:
+    """Where PROJECT stands: images per state, labels, training runs, model versions and their boxes.
+
+    \b
+    Example:
+      genpromp-annotate status birds
+      genpromp-annotate --db postgresql+psycopg://me@db/genpromp status birds
+    """
+    from genpromp_annotate.store import queries as q
+
+    store = open_project_store(ctx)
+    with store.read() as session:
+        proj = q.get_project(session, project)
+        counts = q.image_status_counts(session, proj)
+        categories = q.list_categories(session, proj)
+        runs = list(proj.runs)
+        versions = q.version_counts(session, proj)
+        errors = session.query(q.Image.uri, q.Image.error).filter(q.Image.project_id == proj.id,
+                                                                  q.Image.status == "error").limit(5).all()
+    from genpromp_annotate.sources import display_uri
+
+    click.echo(f"project {proj.name}  ({store.display_url})")
+    click.echo(f"  model:     {proj.base_model}" + (f"  + finetuned UNet {proj.unet_path}" if proj.unet_path else ""))
+    click.echo(f"  settings:  {proj.settings}")
+    trained = sum(c.training_state == "trained" for c in categories)
+    click.echo(f"  labels:    {len(categories)} ({trained} with a learned concept token)")
+    total = sum(counts.values())
+    click.echo(f"  images:    {total}  (pending {counts.get('pending', 0)}, done {counts.get('done', 0)}, "
+               f"error {counts.get('error', 0)})")
+    for uri, error in errors:
+        click.echo(f"    error: {error or display_uri(uri)}")
+    if counts.get("error", 0) > len(errors):
+        click.echo(f"    … {counts['error'] - len(errors)} more")
+    click.echo(f"  runs:      {len(runs)}")
+    for run in runs:
+        finished = f" → {run.finished_at:%Y-%m-%d %H:%M}" if run.finished_at else ""
+        started = f" {run.started_at:%Y-%m-%d %H:%M}" if run.started_at else ""
+        click.echo(f"    #{run.id} {run.kind} {run.status} {run.progress:.0%}{started}{finished}"
+                   + (f" metrics {run.metrics}" if run.metrics else "") + (f" error: {run.error}" if run.error else ""))
+    click.echo(f"  versions:  {len(versions)}")
+    for v in versions:
+        click.echo(f"    {v.name} ({v.source}): {v.images} images, {v.boxes} boxes")
+        if v.parts is not None:
+            click.echo(f"      base {v.parts.base_model} | tokens {v.parts.tokens_digest} | unet {v.parts.unet} | "
+                       f"{v.parts.settings_key}")
 
 
 def register(group: click.Group) -> None:
-    """No commands yet."""
+    group.add_command(init_command)
+    group.add_command(labels_command)
+    group.add_command(status_command)
