@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.feedback import Feedback
-from backend.label_config import LabelingSetup, parse_label_config
+from backend.label_config import LabelingSetup, ProjectSettings, parse_label_config
 from backend.media import MediaFetcher
 from backend.predictor import Predictor
 from backend.projects import ProjectBackend
@@ -160,6 +160,10 @@ class BackendState:
         first = parse_label_config(config, None, extra)
         project = self.project(first.settings.project)
         return parse_label_config(config, project.categories, extra)
+
+    def labeling_defaults(self) -> ProjectSettings:
+        """Settings of a Label Studio project that sets none (for start-up logging)."""
+        return ProjectSettings()
 
     def shutdown(self) -> None:
         self.predict_pool.shutdown(wait=False, cancel_futures=True)

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -14,6 +15,7 @@ from backend.label_config import LabelingSetup, match_category
 from backend.media import MediaFetcher
 from backend.projects import ProjectBackend, StoredBox
 from backend.regions import region_from_box
+from genpromp_annotate.engine.images import load_image
 from genpromp_annotate.errors import GenprompError
 from genpromp_annotate.log import get_logger
 
@@ -85,6 +87,7 @@ class _Job:
     category: str
     label: str
     image: Image.Image | None = None
+    path: Path | None = None
 
 
 @dataclass
@@ -107,7 +110,8 @@ class Predictor:
 
         def one(job: _Job) -> None:
             try:
-                job.image = fetcher.load(job.image_value, task_id=job.task_id)
+                job.path = fetcher.local_path(job.image_value, task_id=job.task_id)
+                job.image = load_image(job.path, name=job.image_value)
             except GenprompError as exc:
                 failures[job.index] = str(exc)
 
@@ -163,7 +167,8 @@ class Predictor:
                 results[job.index] = {"model_version": model_version,
                                       "score": max((b.score for b in boxes), default=0.0),
                                       "result": regions}
-                stored.extend(StoredBox(job.image_value, job.category, b, r["id"]) for b, r in zip(boxes, regions))
+                stored.extend(StoredBox(job.image_value, job.category, b, r["id"], job.path, (found.width, found.height))
+                              for b, r in zip(boxes, regions))
         for task_id, reason in skipped:
             logger.warning("task %s: empty result: %s", task_id, reason)
         if stored:

@@ -59,10 +59,12 @@ def shared_model(source: str, device: str | None = None, dtype: str | None = Non
 class StoredBox:
     """A box to keep in the project store, with where it came from."""
 
-    image_uri: str
+    image_uri: str  # the task's image value (a Label Studio URL or a path)
     category: str
     box: Box
     external_id: str | None = None
+    local_path: Path | None = None  # the fetched file, when the caller has it (hashing finds the image)
+    size: tuple[int, int] | None = None  # (width, height) of the image
 
 
 class ProjectBackend(Protocol):

@@ -1,0 +1,98 @@
+"""The backend on a project store (SQLite and PostgreSQL): predictions and human boxes reach the store,
+START_TRAINING re-calibrates τ on the human boxes, and the model version follows."""
+
+from __future__ import annotations
+
+import torch
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from backend.app import create_app
+from backend.label_config import ProjectSettings
+from backend.store_project import StoreProject, tokens_digest_of
+from genpromp_annotate.engine.localizer import Localizer
+from genpromp_annotate.presets import LocalizeConfig
+from genpromp_annotate.store import queries as q
+from genpromp_annotate.store.models import Image, Prediction
+from tests.backend.conftest import LABEL_CONFIG
+
+
+def _make_project(db, tiny_model_dir, name="birds", threshold=0.95):
+    from genpromp_annotate.workflow import add_labels, load_tokenizer, project_settings
+
+    with db.write() as session:
+        q.create_project(session, name, str(tiny_model_dir),
+                         project_settings(LocalizeConfig(latent="mean", threshold=threshold)))
+    add_labels(db, name, ["cat", "dog"], load_tokenizer(str(tiny_model_dir)))
+    return StoreProject(name, db, device="cpu", dtype="float32")
+
+
+def test_tokens_digest_matches_the_localizers(backend_model):
+    """Parity: the store-side digest (no model needed) equals Localizer.tokens_digest, exactly."""
+    vectors = {"cat": torch.linspace(-1, 1, backend_model.model.text_encoder.config.hidden_size),
+               "dog": torch.ones(backend_model.model.text_encoder.config.hidden_size)}
+    with backend_model.lock:
+        localizer = Localizer(backend_model.model, LocalizeConfig())
+        for label, vector in vectors.items():
+            localizer.set_concept_token(label, vector, f"<digest-test-{label}>")
+    assert tokens_digest_of(list(vectors.items())) == localizer.tokens_digest
+    assert tokens_digest_of([]) == Localizer(backend_model.model).tokens_digest == "none"
+
+
+def test_model_version_follows_the_store(db, tiny_model_dir):
+    project = _make_project(db, tiny_model_dir)
+    base = project.model_version(ProjectSettings())
+    assert base == project.localizer(ProjectSettings())[1]
+    assert project.model_version(ProjectSettings(threshold=0.3)) != base
+    with db.write() as session:
+        cat = q.get_category(session, q.get_project(session, "birds"), "cat")
+        q.set_category_embedding(cat, torch.randn(project.shared.model.text_encoder.config.hidden_size))
+    trained = project.model_version(ProjectSettings())
+    assert trained != base
+    assert project.localizer(ProjectSettings())[1] == trained
+
+
+def test_predict_webhook_and_recalibration_reach_the_store(db, tiny_model_dir, make_state, make_image, media_root):
+    project = _make_project(db, tiny_model_dir)
+    state = make_state(retrain_every=0)
+    state._factory = lambda name: project
+    paths = [make_image(f"b{i}.png", size=(80, 60), seed=i, folder=media_root) for i in range(2)]
+    tasks = [{"id": i + 1, "data": {"image": str(p), "label": "cat"}} for i, p in enumerate(paths)]
+    with TestClient(create_app(state)) as client:
+        setup = client.post("/setup", json={"project": "3.1", "schema": LABEL_CONFIG.replace("Cat", "cat"),
+                                            "extra_params": {"project": "birds"}}).json()
+        results = client.post("/predict", json={"tasks": tasks, "project": "3.1"}).json()["results"]
+        assert [r["model_version"] for r in results] == [setup["model_version"]] * 2
+        with db.read() as session:
+            rows = session.scalars(select(Prediction).where(Prediction.source == "model")).all()
+            assert {r.model_version for r in rows} == {setup["model_version"]}
+            assert len({r.image_id for r in rows}) == 2
+
+        # a person draws the whole image as the box of task 1 (80 × 60 pixels)
+        region = {"id": "h1", "type": "rectanglelabels", "from_name": "box", "to_name": "image",
+                  "original_width": 80, "original_height": 60,
+                  "value": {"x": 0, "y": 0, "width": 100, "height": 100, "rotation": 0, "rectanglelabels": ["cat"]}}
+        hook = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 3},
+                                             "task": tasks[0], "annotation": {"id": 77, "result": [region]}})
+        assert hook.json()["status"] == "accepted" and state.feedback.wait_idle(60)
+        with db.read() as session:
+            (human,) = session.scalars(select(Prediction).where(Prediction.source == "human")).all()
+            assert (human.x1, human.y1, human.x2, human.y2) == (0, 0, 80, 60)
+            assert human.external_id == "ls-annotation:77"
+            assert session.scalar(select(Image).where(Image.id == human.image_id)).uri == str(paths[0])
+
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
+        assert state.feedback.wait_idle(120)
+        report = client.get("/metrics").json()["feedback"]["improvement"]["calibration"]
+        # τ = 0.95 keeps only the map's peak: a small box, IoU < 0.5 with the whole image; low τ cover it
+        assert report["recalibrated"] and report["threshold"] < report["threshold_before"] == 0.95
+        assert report["accuracy"] == 100.0
+        again = client.post("/setup", json={"project": "3.1", "schema": LABEL_CONFIG.replace("Cat", "cat"),
+                                            "extra_params": {"project": "birds"}}).json()
+        assert again["model_version"] != setup["model_version"]  # Label Studio will re-predict
+
+        client.post("/webhook", json={"action": "ANNOTATION_DELETED", "project": {"id": 3},
+                                      "annotation": {"id": 77}})
+        assert state.feedback.wait_idle(60)
+        with db.read() as session:
+            assert session.scalars(select(Prediction).where(Prediction.source == "human")).all() == []
