@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genpromp_annotate.evaluation.iou import box_areas, check_box_convention, intersection_areas, iou_inclusive
+from genpromp_annotate.evaluation.iou import (
+    box_areas,
+    check_box_convention,
+    intersection_areas,
+    iou_inclusive,
+)
 
 ERROR_KINDS: tuple[str, ...] = ("Cls", "correct", "M-Ins", "Part", "More", "Wrong")
 

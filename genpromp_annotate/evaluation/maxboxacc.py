@@ -32,12 +32,12 @@ EVAL_SIZE = 224
 
 def normalize_map(map_: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
     """`(H, W)` map → `(size, size)` float32 in [0, 1]: bicubic resize, min-max, NaN → 0."""
-    array = np.asarray(map_, dtype=np.float32)
-    if array.ndim != 2:
-        raise ConfigError(f"map: expected a 2-D (H, W) array, got shape {array.shape}")
-    if array.shape != (size, size):
-        array = cv2.resize(array, (size, size), interpolation=cv2.INTER_CUBIC)
-    array = np.nan_to_num(array, nan=0.0)
+    source = np.asarray(map_, dtype=np.float32)
+    if source.ndim != 2:
+        raise ConfigError(f"map: expected a 2-D (H, W) array, got shape {source.shape}")
+    if source.shape != (size, size):
+        source = np.asarray(cv2.resize(source, (size, size), interpolation=cv2.INTER_CUBIC), dtype=np.float32)
+    array = np.nan_to_num(source, nan=0.0)
     low, high = float(array.min()), float(array.max())
     if high - low <= 0:
         return np.zeros((size, size), dtype=np.float32)
@@ -115,8 +115,9 @@ class MaxBoxAccEvaluator:
             raise ConfigError(f"MaxBoxAcc threshold interval must be within (0, 1), got {self.interval}")
         if self.iou_thresholds is None:
             self.iou_thresholds = (30, 50, 70) if self.version == "v2" else (50,)
+        self._deltas: tuple[int, ...] = tuple(self.iou_thresholds)
         self.thresholds = np.arange(0, 1, self.interval)  # float64, i·interval, as the reference
-        self._correct = {d: np.zeros(len(self.thresholds), dtype=np.int64) for d in self.iou_thresholds}
+        self._correct = {d: np.zeros(len(self.thresholds), dtype=np.int64) for d in self._deltas}
         self._count = 0
         self._seen: set[str] = set()
 
@@ -132,7 +133,7 @@ class MaxBoxAccEvaluator:
         per_tau = boxes_at_thresholds(normalize_map(map_, self.size), self.thresholds,
                                       all_contours=self.version == "v2")
         best = np.array([iou_inclusive(boxes, gts).max() for boxes in per_tau])
-        for delta in self.iou_thresholds:
+        for delta in self._deltas:
             self._correct[delta] += best >= delta / 100
         self._count += 1
         return best

@@ -14,8 +14,14 @@ import pandas as pd
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.exports.coco import write_coco
 from genpromp_annotate.exports.label_studio import write_label_studio
-from genpromp_annotate.exports.table import (BOX_COLUMNS, ExportError, category_names, filter_boxes, write_csv,
-                                             write_parquet)
+from genpromp_annotate.exports.table import (
+    BOX_COLUMNS,
+    ExportError,
+    category_names,
+    filter_boxes,
+    write_csv,
+    write_parquet,
+)
 from genpromp_annotate.exports.voc import write_voc
 from genpromp_annotate.exports.yolo import write_yolo
 

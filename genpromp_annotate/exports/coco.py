@@ -22,7 +22,8 @@ def coco_dataset(boxes: pd.DataFrame, categories: Sequence[str] | None = None,
     """
     names = category_names(boxes, categories)
     category_id = {name: i + 1 for i, name in enumerate(names)}
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for image_id, image in enumerate(group_by_image(boxes), start=1):
         images.append({"id": image_id, "file_name": image.uri, "width": image.width, "height": image.height})
         for box in image.boxes:

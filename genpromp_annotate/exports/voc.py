@@ -14,8 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from genpromp_annotate.exports.table import (ExportImage, category_names, group_by_image, image_file_name,
-                                             image_stem, unique_stems)
+from genpromp_annotate.exports.table import (
+    ExportImage,
+    category_names,
+    group_by_image,
+    image_file_name,
+    image_stem,
+    unique_stems,
+)
 
 
 def voc_bndbox(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> tuple[int, int, int, int]:

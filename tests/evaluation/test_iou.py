@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genpromp_annotate.evaluation.iou import BoxFormatError, check_box_convention, intersection_areas, iou_inclusive
+from genpromp_annotate.evaluation.iou import (
+    BoxFormatError,
+    check_box_convention,
+    intersection_areas,
+    iou_inclusive,
+)
 
 
 def test_golden_8_over_27():

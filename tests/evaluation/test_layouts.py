@@ -8,8 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genpromp_annotate.evaluation.layouts import (DatasetLayoutError, read_class_predictions, read_cub,
-                                                  read_imagenet_val, read_synset_mapping, read_wsolevaluation)
+from genpromp_annotate.evaluation.layouts import (
+    DatasetLayoutError,
+    read_class_predictions,
+    read_cub,
+    read_imagenet_val,
+    read_synset_mapping,
+    read_wsolevaluation,
+)
 
 TEST_DATA = Path(__file__).parent.parent / "data"
 

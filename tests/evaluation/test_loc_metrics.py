@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genpromp_annotate.evaluation.loc_metrics import (ERROR_KINDS, LocEvaluator, class_ranking, error_kind,
-                                                      evaluate_image, gt_boxes_to_frame)
+from genpromp_annotate.evaluation.loc_metrics import (
+    ERROR_KINDS,
+    LocEvaluator,
+    class_ranking,
+    error_kind,
+    evaluate_image,
+    gt_boxes_to_frame,
+)
 
 
 def test_gt_boxes_into_the_512_frame():

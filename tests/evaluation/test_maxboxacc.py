@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from genpromp_annotate.errors import ConfigError
-from genpromp_annotate.evaluation.maxboxacc import (MaxBoxAccEvaluator, best_threshold, boxes_at_thresholds,
-                                                    gt_boxes_to_eval_frame, normalize_map)
+from genpromp_annotate.evaluation.maxboxacc import (
+    MaxBoxAccEvaluator,
+    best_threshold,
+    boxes_at_thresholds,
+    gt_boxes_to_eval_frame,
+    normalize_map,
+)
 
 
 def indicator(box_inclusive: tuple[int, int, int, int], size: int = 224) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def expected_content(rows: list[tuple]) -> Content:
     content: Content = {}
     for uri, w, h, label, x1, y1, x2, y2, _score, _version in rows:
         entry = content.setdefault(uri, (w, h, []))
-        if x1 == x1:  # not NaN
+        if not math.isnan(x1):
             entry[2].append((label, x1, y1, x2, y2))
     return content
 

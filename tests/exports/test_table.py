@@ -8,8 +8,16 @@ import pandas as pd
 import pytest
 
 from genpromp_annotate.errors import ConfigError
-from genpromp_annotate.exports.table import (ExportError, category_names, check_box_table, filter_boxes,
-                                             group_by_image, image_stem, unique_stems, write_csv)
+from genpromp_annotate.exports.table import (
+    ExportError,
+    category_names,
+    check_box_table,
+    filter_boxes,
+    group_by_image,
+    image_stem,
+    unique_stems,
+    write_csv,
+)
 
 
 def test_missing_column_is_named(box_table):
