@@ -26,6 +26,10 @@ def region_from_box(box: ExportBox, width: int, height: int, from_name: str = "l
     `x, y, width, height` are percent of the image size: a 200×100 image with box 20,10→120,60 gives
     x = 20/200·100 = 10, y = 10/100·100 = 10, width = 100/200·100 = 50, height = 50/100·100 = 50.
     """
+    x, y = box.x1 / width * 100.0, box.y1 / height * 100.0
+    # x + width may round to 100.00000000000001 (e.g. x1 = 1, x2 = 3 of a 3 px image); keep it inside the image
+    w = min((box.x2 - box.x1) / width * 100.0, 100.0 - x)
+    h = min((box.y2 - box.y1) / height * 100.0, 100.0 - y)
     return {
         "from_name": from_name,
         "to_name": to_name,
@@ -34,10 +38,10 @@ def region_from_box(box: ExportBox, width: int, height: int, from_name: str = "l
         "original_height": int(height),
         "image_rotation": 0,
         "value": {
-            "x": box.x1 / width * 100.0,
-            "y": box.y1 / height * 100.0,
-            "width": (box.x2 - box.x1) / width * 100.0,
-            "height": (box.y2 - box.y1) / height * 100.0,
+            "x": x,
+            "y": y,
+            "width": w,
+            "height": h,
             "rotation": 0,
             "rectanglelabels": [box.label],
         },

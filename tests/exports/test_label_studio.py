@@ -67,3 +67,16 @@ def test_sdk_converter_turns_the_tasks_into_coco(box_table, categories, tmp_path
     assert [b[0] for b in boxes] == [0, 1, 1]
     assert boxes[0][1] == pytest.approx([20, 10, 100, 50])
     assert boxes[2][1] == pytest.approx([10.5, 5.25, 20.25, 34.75])
+
+
+def test_regions_never_leave_the_image():
+    from genpromp_annotate.exports.label_studio import region_from_box
+    from genpromp_annotate.exports.table import ExportBox
+
+    # every box ending at the right edge of images 1…59 px wide: x + width must stay ≤ 100 % although
+    # x1/W·100 + (W − x1)/W·100 rounds above 100 for some (W = 3, x1 = 1: 33.333… + 66.666… = 100.00000000000001)
+    for width in range(1, 60):
+        for x1 in range(width):
+            value = region_from_box(ExportBox("cat", x1, 0, width, 7, 0.5, "v"), width, 7)["value"]
+            assert value["x"] + value["width"] <= 100.0
+            assert value["width"] == pytest.approx((width - x1) / width * 100)
