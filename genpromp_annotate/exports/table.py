@@ -12,7 +12,8 @@ Every writer in `genpromp_annotate.exports` reads this table (what `load_boxes(p
     model_version str what produced the box
 
 An image without a box (yet) is one row whose box columns (`x1 … score`, often `model_version` too) are NaN;
-writers write it as an image without annotations.
+writers write it as an image without annotations. A box without a score (drawn by a person) exports with
+score 1.0 and is never dropped by `min_score`.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def check_box_table(boxes: pd.DataFrame) -> pd.DataFrame:
 
 def filter_boxes(boxes: pd.DataFrame, min_score: float | None = None,
                  model_version: str | Sequence[str] | None = None) -> pd.DataFrame:
-    """Drop boxes below `min_score` or of another `model_version`, keeping every image.
+    """Drop boxes below `min_score` or of another `model_version`, keeping every image and unscored boxes.
 
     An image that loses all its boxes stays as one row with NaN box columns, so exports still list it
     (as an image without annotations) — a filter selects boxes, never images.
@@ -110,7 +111,7 @@ def filter_boxes(boxes: pd.DataFrame, min_score: float | None = None,
     has_box = boxes[_COORDS].notna().all(axis=1)
     keep = has_box.copy()
     if min_score is not None:
-        keep &= boxes["score"].fillna(-math.inf) >= float(min_score)
+        keep &= boxes["score"].fillna(math.inf) >= float(min_score)  # unscored = a person's box: kept
     if model_version is not None:
         versions = [model_version] if isinstance(model_version, str) else list(model_version)
         keep &= boxes["model_version"].isin(versions)
@@ -160,7 +161,7 @@ def group_by_image(boxes: pd.DataFrame) -> list[ExportImage]:
         with_box = rows[rows[_COORDS].notna().all(axis=1)]
         found = tuple(
             ExportBox(str(r.label), float(r.x1), float(r.y1), float(r.x2), float(r.y2),
-                      float(r.score) if pd.notna(r.score) else 0.0,
+                      float(r.score) if pd.notna(r.score) else 1.0,
                       str(r.model_version) if pd.notna(r.model_version) else "")
             for r in with_box.itertuples(index=False)
         )

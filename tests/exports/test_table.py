@@ -86,3 +86,10 @@ def test_unique_stems_on_collisions_ignoring_case():
 def test_csv_keeps_images_without_box(box_table, tmp_path):
     back = pd.read_csv(write_csv(box_table, tmp_path / "b.csv"))
     assert len(back) == 4 and back["x1"].isna().sum() == 1
+
+
+def test_unscored_boxes_are_kept_and_export_as_certain(box_table):
+    box_table.loc[0, "score"] = math.nan  # a box a person drew
+    kept = filter_boxes(box_table, min_score=0.99).dropna(subset=["x1"])
+    assert kept["image_uri"].tolist() == ["imgs/a.jpg"]
+    assert group_by_image(kept)[0].boxes[0].score == 1.0
