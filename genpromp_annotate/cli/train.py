@@ -1,9 +1,175 @@
-"""Commands of this family are registered here (see COMMAND_MODULES in cli/__init__.py)."""
+"""`train-project`: learn the concept tokens of a project's labels, optionally finetune the UNet."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 
+def _postfix(state: dict) -> str:
+    if not state:
+        return ""
+    rate = state["images"] / state["seconds"] if state.get("seconds") else 0.0
+    return f"loss {state['loss']:.4f}  {rate:.2f} img/s"
+
+
+class _Progress:
+    """One progress bar per stage on the main process; loss and images/s beside it."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.state: dict = {}
+        self.position = 0
+        self.stage = "tokens"
+
+    def open(self, label: str, total: int, start: int = 0) -> None:
+        self.close()
+        if not self.enabled:
+            return
+        self.state = {}
+        self.bar = click.progressbar(length=max(total, 1), label=label, file=click.get_text_stream("stderr"),
+                                     item_show_func=lambda _: _postfix(self.state), show_pos=True)
+        self.bar.__enter__()
+        self.position = start
+        if start:
+            self.bar.update(start)
+
+    def advance(self, to: int, loss: float, images: int, seconds: float) -> None:
+        self.state = {"loss": loss, "images": self.state.get("images", 0) + images,
+                      "seconds": self.state.get("seconds", 0.0) + seconds}
+        if self.bar is not None:
+            self.bar.update(max(to - self.position, 0), current_item=True)
+            self.position = max(to, self.position)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@click.command("train-project")
+@click.argument("project")
+@click.option("--retrain", is_flag=True, help="Train every label, also those that already have a token.")
+@click.option("--resume", is_flag=True,
+              help="Continue the last unfinished run (after a crash or kill): finished labels are kept, "
+                   "in-flight ones continue from their last checkpoint.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over each label's images [2].")
+@click.option("--steps", "max_steps", type=click.IntRange(min=1), default=None,
+              help="Optimizer steps per label (replaces --epochs).")
+@click.option("--lr", "learning_rate", type=float, default=None,
+              help="Learning rate per image [5e-5]; multiplied by batch size × accumulation unless --no-scale-lr.")
+@click.option("--no-scale-lr", is_flag=True, help="Use --lr as given.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images of one label per step [4].")
+@click.option("--grad-accum", type=click.IntRange(min=1), default=None, help="Forwards per token update [1].")
+@click.option("--categories-per-step", type=click.IntRange(min=1), default=None,
+              help="Labels trained together in one UNet call [8]; each still sees only its own images.")
+@click.option("--resolution", type=int, default=None, help="Training image side in pixels, a multiple of 64 [512].")
+@click.option("--seed", type=int, default=None, help="Seed of augmentations, timesteps and noise [0].")
+@click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for memory in the UNet.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Steps between checkpoints of the in-flight tokens (0: never).")
+@click.option("--finetune-unet", is_flag=True,
+              help="Stage 2: finetune the whole UNet on 0.5·f_r + 0.5·f_d, save it as a new model version "
+                   "and select it for annotation.")
+@click.option("--unet-steps", type=click.IntRange(min=1), default=None, help="Stage 2 optimizer steps [250].")
+@click.option("--unet-lr", type=float, default=None, help="Stage 2 learning rate [5e-6].")
+@click.option("--unet-batch-size", type=click.IntRange(min=1), default=None, help="Stage 2 images per process [4].")
+@click.option("--no-select-unet", is_flag=True, help="Save the finetuned UNet but keep the current one selected.")
+@click.option("--export-tokens", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write every learned token as DIR/<token>/learned_embeds.safetensors (diffusers format).")
+@click.option("--device", default=None, help="torch device (cuda, cpu, mps). Default: best available; the "
+                                             "process's own GPU under accelerate launch.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+              help="Weights of the frozen model. Default: bfloat16/float16 on CUDA, float32 on CPU.")
+@click.pass_context
+def train_project_command(ctx: click.Context, project: str, retrain: bool, resume: bool, epochs: int | None,
+                          max_steps: int | None, learning_rate: float | None, no_scale_lr: bool,
+                          batch_size: int | None, grad_accum: int | None, categories_per_step: int | None,
+                          resolution: int | None, seed: int | None, gradient_checkpointing: bool,
+                          checkpoint_every: int, finetune_unet: bool, unet_steps: int | None,
+                          unet_lr: float | None, unet_batch_size: int | None, no_select_unet: bool,
+                          export_tokens: Path | None, device: str | None, dtype: str | None) -> None:
+    """Learn one concept token per label of PROJECT (SPEC §5); optionally finetune the UNet.
+
+    Trains the labels that have no token yet (all with --retrain) on the project's images: Stable
+    Diffusion frozen, each token initialised from its meta token, the paper's augmentations, AdamW and
+    learning rate. Several labels share each UNet call. Each token is written to the project as soon as
+    it is trained, so `annotate` uses it and a crash loses nothing finished; `--resume` continues.
+    The run (config, progress, metrics) shows in `status`.
+
+    Several processes or machines: launch with accelerate; labels are split between processes
+    (stage 2 splits the images), all write to the shared --db (PostgreSQL across machines).
+
+    \b
+    Example:
+      genpromp-annotate train-project birds
+      genpromp-annotate train-project birds --steps 20 --resolution 256 --export-tokens tokens/
+      genpromp-annotate train-project birds --resume
+      genpromp-annotate train-project birds --finetune-unet --unet-steps 250
+      accelerate launch --multi_gpu --num_processes 2 -m genpromp_annotate train-project birds
+    """
+    from genpromp_annotate.cli.project import open_project_store
+    from genpromp_annotate.training.concept_tokens import ConceptTrainingConfig
+    from genpromp_annotate.training.distributed import process_context
+    from genpromp_annotate.training.runs import TrainEvent, TrainOptions, train_project
+    from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig
+
+    concept = ConceptTrainingConfig().replace(
+        epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+        grad_accum=grad_accum, categories_per_step=categories_per_step, resolution=resolution, seed=seed,
+        scale_lr=False if no_scale_lr else None, gradient_checkpointing=True if gradient_checkpointing else None)
+    unet = None
+    if finetune_unet:
+        unet = UnetFinetuneConfig().replace(max_steps=unet_steps, learning_rate=unet_lr, batch_size=unet_batch_size,
+                                            resolution=resolution, seed=seed,
+                                            gradient_checkpointing=True if gradient_checkpointing else None)
+    options = TrainOptions(concept=concept, unet=unet, retrain=retrain, resume=resume,
+                           checkpoint_every=checkpoint_every, select_unet=not no_select_unet,
+                           export_dir=export_tokens, device=device, dtype=dtype)
+    context = process_context(device)
+    store = open_project_store(ctx)
+    progress = _Progress(enabled=context.is_main)
+    say = click.echo if context.is_main else (lambda *a, **k: None)
+    world = f" on {context.world_size} processes" if context.world_size > 1 else ""
+
+    def on_event(event: TrainEvent) -> None:
+        if event.kind == "plan":
+            labels = event.detail["categories"]
+            say(f"training {len(labels)} label(s){world} (run #{event.detail['run_id']}): "
+                f"{', '.join(labels[:6])}{', …' if len(labels) > 6 else ''}", err=True)
+            progress.open("concept tokens", event.total, event.step)
+        elif event.kind == "step":
+            progress.advance(event.step, event.loss, event.images, event.seconds)
+        elif event.kind == "unet-step":
+            if progress.bar is None or progress.stage != "unet":
+                progress.open("finetune UNet", event.total)
+                progress.stage = "unet"
+            progress.advance(event.step, event.loss, event.images, event.seconds)
+        elif event.kind == "unet-saved":
+            progress.close()
+            detail = event.detail
+            say(f"finetuned UNet saved: {detail['path']} (digest {detail['digest']})"
+                + ("; selected for annotation" if detail["selected"] else ""))
+
+    try:
+        summary = train_project(store, project, options, on_event=on_event, context=context)
+    finally:
+        progress.close()
+    if summary.run_id is None and unet is None:
+        say(f"every label of {project!r} already has a token; use --retrain to train them again")
+        return
+    if summary.run_id is not None:
+        say(f"run #{summary.run_id}: trained {len(summary.trained)} label(s)"
+            + (" on this process" if context.world_size > 1 else "")
+            + f", {summary.images} images in {summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s)")
+    if summary.skipped:
+        say(f"skipped (no images): {', '.join(summary.skipped)}; import images and run again")
+    for path in summary.exported:
+        say(f"exported {path}")
+    say(f"next: genpromp-annotate status {project}   |   genpromp-annotate annotate {project}")
+
+
 def register(group: click.Group) -> None:
-    """No commands yet."""
+    group.add_command(train_project_command)

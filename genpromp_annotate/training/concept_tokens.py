@@ -214,6 +214,12 @@ class _Active:
     losses: list[float] = field(default_factory=list)
 
 
+def forwards_for(category: CategoryImages, config: ConceptTrainingConfig) -> int:
+    """How many forwards `chunks_for` gives, without drawing the samples."""
+    per_epoch = math.ceil(len(category.images) / config.batch_size)
+    return config.max_steps * config.grad_accum if config.max_steps is not None else config.epochs * per_epoch
+
+
 def chunks_for(category: CategoryImages, config: ConceptTrainingConfig) -> list[list[Sample]]:
     """A category's forwards: `epochs` passes, or exactly `max_steps × grad_accum` forwards when set."""
     if config.max_steps is None:
