@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from genpromp_annotate.engine.boxes import boxes_from_map
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.evaluation.iou import check_box_convention, iou_inclusive
+from genpromp_annotate.evaluation.layouts import EvalRecord
 from genpromp_annotate.evaluation.loc_metrics import gt_boxes_to_frame
 
 EVAL_SIZE = 224
@@ -146,6 +148,30 @@ class MaxBoxAccEvaluator:
         best = {d: float(self.thresholds[int(np.argmax(curve))]) for d, curve in curves.items()}
         value = float(np.mean(list(per_delta.values())))
         return MaxBoxAccResult(self.version, value, per_delta, best, self.thresholds, curves, self._count)
+
+
+def map_file(maps_dir: Path, image_id: str) -> Path:
+    """Where wsolevaluation keeps an image's map: `<maps_dir>/<image_id>.npy`, the id keeping its
+    extension (`a/b.jpg` → `a/b.jpg.npy`)."""
+    return Path(maps_dir) / f"{image_id}.npy"
+
+
+def evaluate_map_folder(records: Sequence[EvalRecord], maps_dir: Path, version: str = "v2",
+                        interval: float = 0.01) -> MaxBoxAccResult:
+    """MaxBoxAcc(V2) of the maps saved under `maps_dir` (`map_file`) for layout records that know their size."""
+    missing_size = [r.image_id for r in records if r.size is None]
+    if missing_size:
+        raise ConfigError(f"MaxBoxAcc needs image sizes; {len(missing_size)} record(s) lack one, e.g. "
+                          f"{missing_size[0]!r} (the wsolevaluation layout records them in image_sizes.txt)")
+    evaluator = MaxBoxAccEvaluator({r.image_id: r.gt_boxes for r in records},
+                                   {r.image_id: r.size for r in records if r.size is not None},
+                                   version=version, interval=interval)
+    for record in records:
+        path = map_file(maps_dir, record.image_id)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no map for image {record.image_id!r} (expected <maps>/<image_id>.npy)")
+        evaluator.accumulate(np.load(path), record.image_id)
+    return evaluator.compute()
 
 
 @dataclass(frozen=True)

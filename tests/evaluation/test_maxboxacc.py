@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from genpromp_annotate.errors import ConfigError
+from genpromp_annotate.evaluation.layouts import EvalRecord
 from genpromp_annotate.evaluation.maxboxacc import (
     MaxBoxAccEvaluator,
     best_threshold,
     boxes_at_thresholds,
+    evaluate_map_folder,
     gt_boxes_to_eval_frame,
+    map_file,
     normalize_map,
 )
 
@@ -104,6 +107,18 @@ def test_errors_name_the_image():
     evaluator.accumulate(np.zeros((224, 224)), "a")
     with pytest.raises(ConfigError, match="twice"):
         evaluator.accumulate(np.zeros((224, 224)), "a")
+
+
+def test_map_folder_keeps_the_extension_in_the_file_name(tmp_path):
+    assert map_file(tmp_path, "a/b.jpg") == tmp_path / "a/b.jpg.npy"
+    gt = (100, 60, 105, 65)  # k = 6: IoU 36/49 ≥ 0.7 at every δ
+    record = EvalRecord("a/b.jpg", tmp_path / "a/b.jpg", 0, None, np.array([gt], dtype=float), (224, 224), "a/b.jpg")
+    map_file(tmp_path, "a/b.jpg").parent.mkdir()
+    np.save(map_file(tmp_path, "a/b.jpg"), indicator(gt))
+    assert evaluate_map_folder([record], tmp_path).value == 100.0
+    with pytest.raises(ConfigError, match=r"c.jpg.npy: no map"):
+        evaluate_map_folder([record, EvalRecord("c.jpg", tmp_path / "c.jpg", 0, None, np.array([gt], dtype=float),
+                                                (224, 224), "c.jpg")], tmp_path)
 
 
 def concentric_map() -> np.ndarray:
