@@ -1,0 +1,195 @@
+"""End to end with a real Label Studio 1.23.2 (its own venv: `.ci/labelstudio.sh`).
+
+Label Studio is started from GENPROMP_TEST_LABEL_STUDIO (the `label-studio` executable that
+`.ci/labelstudio.sh` prints); without it the test is skipped, and when it is set but the server does not
+come up, the test fails. Our backend runs on a real uvicorn server in this process, on the tiny model and
+a SQLite project store, so the test can read the store the webhook writes to.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from tests.backend.conftest import LABEL_CONFIG
+
+LS_ENV = "GENPROMP_TEST_LABEL_STUDIO"
+LS_START_TIMEOUT_S = 300  # first start migrates a fresh database: about 30-90 s on 2 cores
+TOKEN = "e2e0123456789abcdef0123456789abcdef0123"
+USER, PASSWORD = "e2e@example.com", "e2e-password-123"
+
+pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            pytest.fail(f"Label Studio exited with code {process.returncode} before answering {url}:\n{tail}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1.0)
+    tail = log.read_text(errors="replace")[-3000:] if log else ""
+    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory):
+    """A running Label Studio: (base url, media root); killed at the end."""
+    executable = os.environ.get(LS_ENV)
+    if not executable:
+        pytest.skip(f"{LS_ENV} is not set: run `export {LS_ENV}=$(.ci/labelstudio.sh)` to build Label "
+                    "Studio 1.23.2 in its own venv and run this test")
+    if not (shutil.which(executable) or Path(executable).is_file()):
+        pytest.fail(f"{LS_ENV}={executable} is not an executable; rebuild it with .ci/labelstudio.sh")
+    root = tmp_path_factory.mktemp("label-studio")
+    media = root / "media"
+    media.mkdir()
+    port = _free_port()
+    env = {**os.environ,
+           "LABEL_STUDIO_BASE_DATA_DIR": str(root / "data"), "LABEL_STUDIO_USERNAME": USER,
+           "LABEL_STUDIO_PASSWORD": PASSWORD, "LABEL_STUDIO_USER_TOKEN": TOKEN,
+           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(media),
+           "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
+           "ML_BLOCK_LOCAL_IP": "false", "USE_DEFAULT_BANNED_SUBNETS": "false", "DJANGO_DB": "sqlite"}
+    for name in ("GENPROMP_DATABASE_URL", "DATABASE_URL", "POSTGRE_HOST", "LABEL_STUDIO_URL"):
+        env.pop(name, None)
+    log = root / "label-studio.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [executable, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+             "--enable-legacy-api-token"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root,
+            start_new_session=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/health", LS_START_TIMEOUT_S, process, log)
+        yield f"http://127.0.0.1:{port}", media
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+
+
+@pytest.fixture()
+def backend_server(db, tiny_model_dir, make_state, media_root, label_studio):
+    """Our backend on a real uvicorn server (a thread), serving store project `birds`."""
+    import uvicorn
+
+    from backend.app import create_app
+    from backend.media import MediaFetcher
+    from backend.store_project import StoreProject
+    from genpromp_annotate.presets import LocalizeConfig
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.workflow import add_labels, load_tokenizer, project_settings
+
+    with db.write() as session:
+        q.create_project(session, "birds", str(tiny_model_dir), project_settings(LocalizeConfig(latent="mean")))
+    add_labels(db, "birds", ["cat", "dog"], load_tokenizer(str(tiny_model_dir)))
+    project = StoreProject("birds", db, device="cpu", dtype="float32")
+    ls_url, _ = label_studio
+    state = make_state(retrain_every=0)
+    # media only through Label Studio, with the user's token: the path a deployed backend takes
+    state.fetcher = MediaFetcher(label_studio_url=ls_url, api_key=TOKEN, cache_dir=media_root / "cache")
+    state.predictor.fetcher = state.feedback.fetcher = state.fetcher
+    state._factory = lambda name: project
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    _wait_for(f"http://127.0.0.1:{port}/health", 60)
+    yield f"http://127.0.0.1:{port}", state, db
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_label_studio_round_trip(label_studio, backend_server, make_image):
+    from label_studio_sdk import LabelStudio
+
+    from genpromp_annotate.store.models import Prediction
+
+    ls_url, media = label_studio
+    backend_url, state, db = backend_server
+    client = LabelStudio(base_url=ls_url, api_key=TOKEN)
+    config = LABEL_CONFIG.replace('value="Cat"', 'value="cat"')
+
+    project = client.projects.create(title="genpromp e2e", label_config=config)
+    sizes = [(96, 64), (80, 80), (64, 96)]
+    names = [f"dataset/{make_image(f'e2e{i}.png', size=size, seed=i, folder=media / 'dataset').name}"
+             for i, size in enumerate(sizes)]
+    # Label Studio serves /data/local-files/ only for files under a storage (a sub-folder of its root)
+    client.import_storage.local.create(project=project.id, path=str(media / "dataset"), use_blob_urls=True,
+                                       title="images")
+    tasks = [{"image": f"/data/local-files/?d={name}", "label": label} for name, label in zip(names, ["cat", "Dog", "cat"])]
+    client.projects.import_tasks(project.id, request=tasks)
+
+    backend = client.ml.create(project=project.id, url=backend_url, title="genpromp",
+                               extra_params=json.dumps({"project": "birds"}), is_interactive=False)
+    assert str(client.ml.get(backend.id).state).endswith("CO"), client.ml.get(backend.id)  # CONNECTED
+    version = state.project("birds").model_version(state.labeling_setup(project.id, config).settings)
+
+    client.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True})
+    listed = list(client.tasks.list(project=project.id, fields="all"))
+    assert len(listed) == 3
+    from label_studio_sdk.label_interface import LabelInterface
+
+    interface = LabelInterface(config)
+    for task in listed:
+        predictions = client.predictions.list(task=task.id)
+        assert len(predictions) == 1, f"task {task.id} has {len(predictions)} predictions"
+        prediction = predictions[0]
+        assert prediction.model_version == version
+        assert prediction.result, f"task {task.id}: empty prediction"
+        assert interface.validate_prediction({"result": prediction.result, "model_version": version},
+                                             return_errors=True) == []
+        width, height = sizes[names.index(task.data["image"].split("d=")[-1])]
+        assert (prediction.result[0]["original_width"], prediction.result[0]["original_height"]) == (width, height)
+
+    # a person corrects task 1: the webhook carries the box into the store
+    first = listed[0]
+    box = {"id": "human1", "type": "rectanglelabels", "from_name": "box", "to_name": "image",
+           "original_width": 96, "original_height": 64, "image_rotation": 0,
+           "value": {"x": 25, "y": 25, "width": 50, "height": 50, "rotation": 0, "rectanglelabels": ["cat"]}}
+    annotation = client.annotations.create(first.id, result=[box], project=project.id)
+    deadline = time.monotonic() + 60
+    rows = []
+    while time.monotonic() < deadline and not rows:
+        state.feedback.wait_idle(5)
+        with db.read() as session:
+            rows = session.scalars(select(Prediction).where(Prediction.source == "human")).all()
+        time.sleep(0.5)
+    assert rows, f"the annotation never reached the store; feedback: {state.feedback.stats()}"
+    # x 25 % of 96 = 24 → 24 + 48 = 72; y 25 % of 64 = 16 → 16 + 32 = 48
+    assert [(r.x1, r.y1, r.x2, r.y2, r.external_id) for r in rows] == [(24, 16, 72, 48, f"ls-annotation:{annotation.id}")]
+
+    # Label Studio's own COCO export reads original_width/height of the regions
+    export = requests.get(f"{ls_url}/api/projects/{project.id}/export", params={"exportType": "COCO"},
+                          headers={"Authorization": f"Token {TOKEN}"}, timeout=120)
+    assert export.status_code == 200, export.text[:500]
+    with zipfile.ZipFile(io.BytesIO(export.content)) as archive:
+        coco = json.loads(archive.read("result.json"))
+    assert [a["bbox"] for a in coco["annotations"]] == [[24.0, 16.0, 48.0, 32.0]]
+    assert {c["name"] for c in coco["categories"]} >= {"cat", "Dog"}
