@@ -41,3 +41,29 @@ def make_categories(tmp_path, tiny_model):
         return result
 
     return factory
+
+
+@pytest.fixture()
+def make_project(tmp_path, tiny_model_dir, tiny_model, monkeypatch):
+    """make_project(store, "demo", {"cat": 3, "dog": 2}) → a project on the tiny model with imported images.
+
+    GENPROMP_HOME points into tmp_path, so checkpoints and UNets land there.
+    """
+    from genpromp_annotate.sources import read_source
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.workflow import add_labels, import_records
+
+    monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
+
+    def factory(store, name: str, images: dict[str, int], extra_labels: tuple[str, ...] = ()):
+        folder = tmp_path / f"data-{name}"
+        for k, (label, count) in enumerate(images.items()):
+            write_category_images(folder, label, count, seed=100 + k)
+        with store.write() as session:
+            q.create_project(session, name, str(tiny_model_dir), {"preset": "paper"})
+        add_labels(store, name, [*images, *extra_labels], tiny_model.tokenizer)
+        report = import_records(store, name, read_source(folder, "imagefolder"))
+        assert report.added == sum(images.values()) and not report.errors
+        return folder
+
+    return factory

@@ -1,0 +1,160 @@
+"""train_project over the store: tokens and run rows, retrain, skipped labels, SIGKILL + resume, stage 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from genpromp_annotate.store import queries as q
+from genpromp_annotate.store.models import TrainingRun
+from genpromp_annotate.training.concept_tokens import ConceptTrainer, ConceptTrainingConfig
+from genpromp_annotate.training.runs import (
+    TrainOptions,
+    _categories_for,
+    run_checkpoint_dir,
+    stored_embedding,
+    train_project,
+)
+from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig
+
+FAST = ConceptTrainingConfig(resolution=64, batch_size=2, max_steps=2, learning_rate=5e-3)
+
+
+def runs_of(store, project: str) -> list[TrainingRun]:
+    with store.read() as session:
+        return list(q.get_project(session, project).runs)
+
+
+def states_of(store, project: str) -> dict[str, str]:
+    with store.read() as session:
+        return {c.name: c.training_state for c in q.list_categories(session, q.get_project(session, project))}
+
+
+def test_tokens_and_run_row_are_stored(db, make_project, tiny_model, tmp_path):
+    make_project(db, "demo", {"cat": 2, "dog": 3})
+    events = []
+    summary = train_project(db, "demo", TrainOptions(concept=FAST, export_dir=tmp_path / "tokens"),
+                            on_event=events.append, model=tiny_model)
+    assert sorted(summary.trained) == ["cat", "dog"] and summary.skipped == []
+    assert states_of(db, "demo") == {"cat": "trained", "dog": "trained"}
+    width = tiny_model.text_encoder.config.hidden_size
+    for label in ("cat", "dog"):
+        embedding = stored_embedding(db, "demo", label)
+        assert embedding.shape == (width,) and embedding.dtype == torch.float32
+    (run,) = runs_of(db, "demo")
+    assert (run.kind, run.status, run.progress, run.error) == ("concept_tokens", "done", 1.0, None)
+    assert run.config["categories"] == ["cat", "dog"]
+    assert run.config["training"]["max_steps"] == 2 and run.config["training"]["effective_lr"] == pytest.approx(1e-2)
+    assert run.metrics["categories_done"] == 2 and run.metrics["images"] == summary.images
+    assert run.started_at <= run.finished_at
+    assert [e.kind for e in events][0] == "plan" and {e.label for e in events if e.kind == "category"} == {"cat", "dog"}
+    # diffusers-format files of every stored token, and the run's checkpoints are gone
+    assert sorted(p.parent.name for p in summary.exported) == ["cat", "dog"]
+    assert not run_checkpoint_dir("demo", run.project_id, run.id).exists()
+
+
+def test_the_project_localizer_uses_the_learned_tokens(db, make_project, tiny_model):
+    from genpromp_annotate.workflow import build_localizer
+
+    make_project(db, "demo", {"cat": 2})
+    before = build_localizer(db, "demo", model=tiny_model).localizer.tokens_digest
+    train_project(db, "demo", TrainOptions(concept=FAST), model=tiny_model)
+    assert before == "none"
+    assert build_localizer(db, "demo", model=tiny_model).localizer.tokens_digest != "none"
+
+
+def test_only_untrained_labels_unless_retrain(db, make_project, tiny_model):
+    make_project(db, "demo", {"cat": 2})
+    train_project(db, "demo", TrainOptions(concept=FAST), model=tiny_model)
+    first = stored_embedding(db, "demo", "cat")
+    again = train_project(db, "demo", TrainOptions(concept=FAST), model=tiny_model)
+    assert again.run_id is None and again.trained == [] and len(runs_of(db, "demo")) == 1
+    retrained = train_project(db, "demo", TrainOptions(concept=FAST.replace(seed=5), retrain=True), model=tiny_model)
+    assert retrained.trained == ["cat"] and len(runs_of(db, "demo")) == 2
+    assert not torch.equal(first, stored_embedding(db, "demo", "cat"))
+
+
+def test_a_label_without_images_is_skipped_and_stays_untrained(db, make_project, tiny_model):
+    make_project(db, "demo", {"cat": 2}, extra_labels=("heron",))
+    summary = train_project(db, "demo", TrainOptions(concept=FAST), model=tiny_model)
+    assert summary.trained == ["cat"] and summary.skipped == ["heron"]
+    assert states_of(db, "demo") == {"cat": "trained", "heron": "untrained"}
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_keeps_finished_labels(db_url, make_project, tiny_model, tmp_path):
+    from genpromp_annotate.store.database import open_store
+
+    store = open_store(db_url)
+    make_project(store, "demo", {"cat": 2, "dog": 2, "bird": 2})
+    args = ["--steps", "8", "--batch-size", "1", "--resolution", "64", "--lr", "5e-3",
+            "--categories-per-step", "1", "--checkpoint-every", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "genpromp_annotate", "--db", db_url, "train-project", "demo",
+                                *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Kill it once the first label is stored and the second has a checkpoint of its own.
+    deadline = time.monotonic() + 240
+    killed_with: dict[str, str] = {}
+    while time.monotonic() < deadline and process.poll() is None:
+        states = states_of(store, "demo")
+        runs = runs_of(store, "demo")
+        folder = run_checkpoint_dir("demo", runs[0].project_id, runs[0].id) if runs else None
+        if list(states.values()).count("trained") == 1 and folder is not None and (folder / "rank0.pt").exists():
+            state = torch.load(folder / "rank0.pt", weights_only=False)["state"]
+            if state["active"] and state["active"][0]["token"] not in {"<cat>"}:
+                process.send_signal(signal.SIGKILL)
+                killed_with = states
+                break
+        time.sleep(0.1)
+    output = process.communicate(timeout=60)[0].decode(errors="replace")
+    assert process.returncode == -signal.SIGKILL, f"the run was not killed in time:\n{output}"
+    assert killed_with["cat"] == "trained" and "training" in killed_with.values()
+    (run,) = runs_of(store, "demo")
+    assert run.status == "running" and run.finished_at is None  # SIGKILL leaves no chance to clean up
+    cat_before = stored_embedding(store, "demo", "cat")
+
+    config = ConceptTrainingConfig(resolution=64, batch_size=1, max_steps=8, learning_rate=5e-3, categories_per_step=1)
+    summary = train_project(store, "demo", TrainOptions(concept=FAST, resume=True), model=tiny_model)
+    assert summary.run_id == run.id and "cat" not in summary.trained  # finished labels are not trained again
+    assert states_of(store, "demo") == {"cat": "trained", "dog": "trained", "bird": "trained"}
+    assert torch.equal(stored_embedding(store, "demo", "cat"), cat_before)
+    (run,) = runs_of(store, "demo")
+    assert (run.status, run.progress) == ("done", 1.0)
+
+    # The resumed result equals an uninterrupted run of the stored config (same seeded draws). Tolerance:
+    # the killed process ran with 1 thread, this one may use more, so float sums may be ordered differently.
+    categories, _, _ = _categories_for(store, "demo", ["cat", "dog", "bird"])
+    reference = ConceptTrainer(tiny_model, categories, config).run()
+    for category in categories:
+        assert torch.allclose(stored_embedding(store, "demo", category.label), reference[category.token].embedding,
+                              atol=1e-5, rtol=0), category.label
+    store.dispose()
+
+
+@pytest.mark.slow
+def test_finetune_unet_saves_and_selects_a_new_unet(db, make_project, tiny_model):
+    from genpromp_annotate.engine.loading import weights_digest
+    from genpromp_annotate.workflow import build_localizer
+
+    make_project(db, "demo", {"cat": 2, "dog": 1})
+    unet = UnetFinetuneConfig(max_steps=2, batch_size=2, resolution=64, learning_rate=1e-4)
+    # model=None: stage 2 changes the UNet in place, so it loads its own copy of the base model.
+    summary = train_project(db, "demo", TrainOptions(concept=FAST, unet=unet))
+    assert summary.unet_path is not None
+    with db.read() as session:
+        project = q.get_project(session, "demo")
+        assert (project.unet_path, project.unet_digest) == (summary.unet_path, summary.unet_digest)
+        unet_run = [r for r in project.runs if r.kind == "unet_finetune"][0]
+    assert unet_run.status == "done" and unet_run.output_path == summary.unet_path
+    assert unet_run.metrics["steps"] == 2
+    assert summary.unet_digest != weights_digest(tiny_model.unet)
+    # annotation picks the selected UNet up: a different model version than the base UNet's
+    localizer = build_localizer(db, "demo", device="cpu", dtype="float32")
+    assert weights_digest(localizer.localizer.model.unet) == summary.unet_digest
+    assert localizer.version.unet == summary.unet_digest
