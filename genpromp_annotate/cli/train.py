@@ -157,6 +157,10 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
         summary = train_project(store, project, options, on_event=on_event, context=context)
     finally:
         progress.close()
+    if context.world_size > 1:  # every process reports its own share
+        click.echo(f"process {context.rank}/{context.world_size} trained {len(summary.trained)} label(s): "
+                   f"{', '.join(summary.trained)}")
+        context.barrier()
     if summary.run_id is None and unet is None:
         say(f"every label of {project!r} already has a token; use --retrain to train them again")
         return
