@@ -78,6 +78,18 @@ class Localizer:
             self._categories[label] = _Category(label, meta.token_id, meta.word)
         return self._categories[label]
 
+    def set_meta_word(self, label: str, word: str) -> int:
+        """Use `word` as the label's meta token (f_d) instead of the SPEC §2 rule, e.g. `bird` for every CUB
+        class. The word must be one token of the vocabulary. Returns its token id."""
+        ids = self.model.tokenizer(word, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ConfigError(f"meta word {word!r} for {label!r} encodes to {len(ids)} tokens, expected exactly 1; "
+                              "choose a word of the tokenizer's vocabulary")
+        cat = self.category(label)
+        cat.meta_token_id, cat.meta_word = int(ids[0]), word
+        self._prompts.invalidate(label)
+        return cat.meta_token_id
+
     def set_concept_token(self, label: str, embedding: torch.Tensor, token: str | None = None) -> str:
         """Use a learned embedding `(D,)` as the label's concept token (f_r). Returns the token string."""
         cat = self.category(label)
