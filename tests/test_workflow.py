@@ -17,10 +17,14 @@ from genpromp_annotate.workflow import (add_labels, annotate_project, build_loca
                                         import_records, load_boxes_frame, project_settings)
 
 
+# 256 px instead of the paper's 512 keeps these tests fast on 2 CPU cores (same layers: 8×8 and 16×16 exist).
+SETTINGS = LocalizeConfig(threshold=0.3, image_size=256)
+
+
 @pytest.fixture()
 def project(db, tiny_model, tiny_model_dir):
     with db.write() as s:
-        q.create_project(s, "p", str(tiny_model_dir), project_settings(LocalizeConfig(threshold=0.3)))
+        q.create_project(s, "p", str(tiny_model_dir), project_settings(SETTINGS))
     add_labels(db, "p", ["cat", "goldfish, Carassius auratus"], tiny_model.tokenizer)
     return "p"
 
@@ -34,8 +38,8 @@ def _images(db):
 def test_settings_round_trip_through_the_project(db, project):
     with db.read() as s:
         proj = q.get_project(s, project)
-        assert proj.settings == {"preset": "paper", "threshold": 0.3}
-        assert config_for_project(proj) == LocalizeConfig(threshold=0.3)
+        assert proj.settings == {"preset": "paper", "threshold": 0.3, "image_size": 256}
+        assert config_for_project(proj) == SETTINGS
     config = LocalizeConfig(preset="cub-paper", threshold=0.23, timesteps=(0, 50), resolutions=(16,))
     assert project_settings(config) == {"preset": "cub-paper", "timesteps": [0, 50], "resolutions": [16]}
 
@@ -90,6 +94,7 @@ def test_missing_file_is_recorded(db, project, tmp_path):
     assert report.added == 1 and "cannot read" in report.errors[0][1]
 
 
+@pytest.mark.slow
 def test_annotate_boxes_every_readable_image_once_and_keeps_errors(db, project, tiny_model, tmp_path):
     files = problem_folder(tmp_path / "data")
     import_records(db, project, read_source(tmp_path / "data", "imagefolder"))
@@ -114,6 +119,7 @@ def test_annotate_boxes_every_readable_image_once_and_keeps_errors(db, project, 
     assert annotate_project(db, project, runner).images == 0  # nothing left for this version
 
 
+@pytest.mark.slow
 def test_annotate_resumes_with_limit_and_force_redoes_once(db, project, tiny_model, tmp_path):
     for i in range(5):
         good_image(tmp_path / "d" / "cat" / f"{i}.jpg", 10 + i)
@@ -150,7 +156,7 @@ def test_trained_tokens_and_settings_change_the_model_version(db, project, tiny_
     trained = build_localizer(db, project, model=own_model)
     assert trained.model_version != base.model_version and trained.version.tokens_digest != "none"
     assert trained.localizer.category("cat").concept_token == "<cat>"
-    other_tau = build_localizer(db, project, model=own_model, config=LocalizeConfig(threshold=0.5))
+    other_tau = build_localizer(db, project, model=own_model, config=SETTINGS.replace(threshold=0.5))
     assert len({base.model_version, trained.model_version, other_tau.model_version}) == 3
     with db.read() as s:
         assert len(q.version_counts(s, q.get_project(s, project))) == 0  # no box yet
@@ -158,6 +164,7 @@ def test_trained_tokens_and_settings_change_the_model_version(db, project, tiny_
         assert s.scalar(select(func.count()).select_from(ModelVersion)) == 3
 
 
+@pytest.mark.slow
 def test_load_boxes_one_row_per_box_and_unannotated_images(db, project, tiny_model, tmp_path):
     for i in range(3):
         good_image(tmp_path / "d" / "cat" / f"{i}.jpg", 30 + i)
