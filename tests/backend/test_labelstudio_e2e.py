@@ -193,3 +193,57 @@ def test_label_studio_round_trip(label_studio, backend_server, make_image):
         coco = json.loads(archive.read("result.json"))
     assert [a["bbox"] for a in coco["annotations"]] == [[24.0, 16.0, 48.0, 32.0]]
     assert {c["name"] for c in coco["categories"]} >= {"cat", "Dog"}
+
+
+def test_push_then_pull_through_the_cli(label_studio, db, db_url, tiny_model_dir, make_image):
+    """`push` imports tasks with predictions in chunks (and resumes), `pull` stores human boxes."""
+    from click.testing import CliRunner
+    from label_studio_sdk import LabelStudio
+
+    from genpromp_annotate.cli import cli
+    from genpromp_annotate.presets import LocalizeConfig
+    from genpromp_annotate.sources import read_source
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.store.models import Prediction
+    from genpromp_annotate.workflow import add_labels, import_records, load_tokenizer, project_settings
+
+    ls_url, media = label_studio
+    folder = media / f"push-{db.engine.dialect.name}"
+    for i in range(3):
+        make_image(f"cat/p{i}.png", size=(72, 56), seed=10 + i, folder=folder)
+    with db.write() as session:
+        q.create_project(session, "pushed", str(tiny_model_dir), project_settings(LocalizeConfig(latent="mean")))
+    add_labels(db, "pushed", ["cat"], load_tokenizer(str(tiny_model_dir)))
+    import_records(db, "pushed", read_source(folder, "imagefolder"))
+
+    client = LabelStudio(base_url=ls_url, api_key=TOKEN)
+    config = LABEL_CONFIG.replace('value="Cat"', 'value="cat"')
+    project = client.projects.create(title="genpromp push", label_config=config)
+    client.import_storage.local.create(project=project.id, path=str(folder), title="pushed images")
+    args = ["--db", db_url, "push", "pushed", "--ls-url", ls_url, "--api-key", TOKEN, "--ls-project",
+            str(project.id), "--local-files-root", str(media), "--chunk-size", "2", "--device", "cpu"]
+    runner = CliRunner()
+    first = runner.invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert "3 new task(s)" in first.output
+    tasks = list(client.tasks.list(project=project.id, fields="all"))
+    assert len(tasks) == 3
+    for task in tasks:
+        (prediction,) = client.predictions.list(task=task.id)
+        assert prediction.model_version.startswith("gp-") and prediction.result
+        assert task.data["label"] == "cat" and task.data["image"].startswith("/data/local-files/?d=push-")
+    again = runner.invoke(cli, args, catch_exceptions=False)
+    assert "0 new task(s), 0 new prediction(s), 3 up to date" in again.output, again.output
+
+    box = {"id": "p1", "type": "rectanglelabels", "from_name": "box", "to_name": "image", "original_width": 72,
+           "original_height": 56, "value": {"x": 50, "y": 50, "width": 50, "height": 50, "rotation": 0,
+                                            "rectanglelabels": ["cat"]}}
+    client.annotations.create(tasks[0].id, result=[box], project=project.id)
+    pulled = runner.invoke(cli, ["--db", db_url, "pull", "pushed", "--ls-url", ls_url, "--api-key", TOKEN,
+                                 "--ls-project", str(project.id)], catch_exceptions=False)
+    assert pulled.exit_code == 0 and "1 annotation(s), 1 human box(es) stored" in pulled.output, pulled.output
+    with db.read() as session:
+        (human,) = session.scalars(select(Prediction).where(Prediction.source == "human")).all()
+        # 50 % of 72 = 36 → 72; 50 % of 56 = 28 → 56; and it is the task's image (matched by content)
+        assert (human.x1, human.y1, human.x2, human.y2) == (36, 28, 72, 56)
+        assert human.image_id == tasks[0].data["genpromp_image_id"]
