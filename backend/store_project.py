@@ -4,6 +4,7 @@ store, predictions and human boxes go back into it, and `improve` re-calibrates 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class StoreProject:
     store: Store
     device: str | None = None
     dtype: str | None = None
+    train_options: Any = None  # training.runs.TrainOptions; None = the paper's stage 1 on this device
     _localizers: dict[str, Localizer] = field(default_factory=dict)
     _improve_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -133,13 +135,27 @@ class StoreProject:
         image = q.find_image_by_hash(session, project, digest)
         if image is None:
             width, height = size or load_image(path, name=image_uri).size
-            image = Image(project_id=project.id, uri=image_uri, content_hash=digest, width=width, height=height,
-                          status="done")
+            image = Image(project_id=project.id, uri=self._durable_uri(image_uri, path, digest),
+                          content_hash=digest, width=width, height=height, status="done")
             category = q.find_category(session, project, category_name) if category_name else None
             image.categories = [category] if category is not None else []
             session.add(image)
             session.flush()
         return image
+
+    def _durable_uri(self, image_uri: str, path: Path, digest: str) -> str:
+        """A local task image keeps its path; a downloaded one is copied next to the store (the download
+        cache is temporary), so that re-calibration and token training can read it later."""
+        if Path(image_uri).is_absolute() and Path(image_uri).resolve() == path.resolve():
+            return image_uri
+        from genpromp_annotate.store.database import genpromp_home
+
+        folder = genpromp_home() / "projects" / self.name / "label-studio-media"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{digest}{path.suffix.lower() or '.img'}"
+        if not target.exists():
+            shutil.copyfile(path, target)
+        return str(target)
 
     def record_predictions(self, model_version: str, boxes: Sequence[StoredBox]) -> None:
         by_image: dict[str, list[StoredBox]] = {}
@@ -238,15 +254,21 @@ class StoreProject:
                 "accuracy": sweep.accuracy, "images": len(images)}
 
     def train_missing_tokens(self) -> dict[str, Any]:
-        """Train concept tokens for the categories that have none (the training library decides how)."""
-        try:
-            from genpromp_annotate.training import train_project_tokens  # type: ignore[attr-defined]
-        except ImportError:
-            return {"trained": [], "reason": "token training is not available in this installation"}
+        """Stage 1 for the categories without a concept token (`training.runs.train_project`), on the
+        shared model: predictions wait for it, as they would for any other use of the model."""
+        from genpromp_annotate.training.runs import TrainOptions, train_project
+
+        with self.store.read() as session:
+            missing = [c.name for c in q.list_categories(session, q.get_project(session, self.name))
+                       if c.embedding is None]
+        if not missing:
+            return {"trained": [], "reason": "every category has a token"}
+        options = self.train_options or TrainOptions(device=self.device, dtype=self.dtype)
         shared = self.shared
         with shared.lock:
-            report = train_project_tokens(self.store, self.name, model=shared.model)
-        return {"trained": list(getattr(report, "trained", []) or [])}
+            summary = train_project(self.store, self.name, options, model=shared.model)
+        return {"trained": list(summary.trained), "without_images": list(summary.skipped),
+                "seconds": round(summary.seconds, 2)}
 
     def improve(self, settings: ProjectSettings) -> dict[str, Any]:
         with self._improve_lock:

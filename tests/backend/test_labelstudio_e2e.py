@@ -95,8 +95,9 @@ def label_studio(tmp_path_factory):
 
 
 @pytest.fixture()
-def backend_server(db, tiny_model_dir, make_state, media_root, label_studio):
+def backend_server(db, tiny_model_dir, make_state, media_root, label_studio, tmp_path, monkeypatch):
     """Our backend on a real uvicorn server (a thread), serving store project `birds`."""
+    monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
     import uvicorn
 
     from backend.app import create_app
@@ -195,8 +196,9 @@ def test_label_studio_round_trip(label_studio, backend_server, make_image):
     assert {c["name"] for c in coco["categories"]} >= {"cat", "Dog"}
 
 
-def test_push_then_pull_through_the_cli(label_studio, db, db_url, tiny_model_dir, make_image):
+def test_push_then_pull_through_the_cli(label_studio, db, db_url, tiny_model_dir, make_image, tmp_path, monkeypatch):
     """`push` imports tasks with predictions in chunks (and resumes), `pull` stores human boxes."""
+    monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
     from click.testing import CliRunner
     from label_studio_sdk import LabelStudio
 

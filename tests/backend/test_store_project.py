@@ -52,8 +52,16 @@ def test_model_version_follows_the_store(db, tiny_model_dir):
     assert project.localizer(ProjectSettings())[1] == trained
 
 
-def test_predict_webhook_and_recalibration_reach_the_store(db, tiny_model_dir, make_state, make_image, media_root):
+def test_predict_webhook_and_recalibration_reach_the_store(db, tiny_model_dir, make_state, make_image, media_root,
+                                                          tmp_path, monkeypatch):
+    from genpromp_annotate.training.concept_tokens import ConceptTrainingConfig
+    from genpromp_annotate.training.runs import TrainOptions
+
+    monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
     project = _make_project(db, tiny_model_dir)
+    # a short stage 1 (the tiny model learns nothing useful; the test is about the plumbing)
+    project.train_options = TrainOptions(concept=ConceptTrainingConfig(epochs=1, batch_size=2, resolution=64),
+                                         device="cpu", dtype="float32", checkpoint_every=0)
     state = make_state(retrain_every=0)
     state._factory = lambda name: project
     paths = [make_image(f"b{i}.png", size=(80, 60), seed=i, folder=media_root) for i in range(2)]
@@ -83,7 +91,10 @@ def test_predict_webhook_and_recalibration_reach_the_store(db, tiny_model_dir, m
 
         client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 3}})
         assert state.feedback.wait_idle(120)
-        report = client.get("/metrics").json()["feedback"]["improvement"]["calibration"]
+        improvement = client.get("/metrics").json()["feedback"]["improvement"]
+        # the two predicted images became "cat" images of the store: its token is trained; "dog" has none
+        assert improvement["tokens"]["trained"] == ["cat"] and improvement["tokens"]["without_images"] == ["dog"]
+        report = improvement["calibration"]
         # τ = 0.95 keeps only the map's peak: a small box, IoU < 0.5 with the whole image; low τ cover it
         assert report["recalibrated"] and report["threshold"] < report["threshold_before"] == 0.95
         assert report["accuracy"] == 100.0
