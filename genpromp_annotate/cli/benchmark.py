@@ -10,12 +10,21 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
-from genpromp_annotate.cli.options import config_from_options, engine_options, model_options, pop_engine_options
+from genpromp_annotate.cli.options import (
+    config_from_options,
+    engine_options,
+    model_options,
+    pop_engine_options,
+)
 from genpromp_annotate.errors import ConfigError, GenprompError, TokenFileError
+
+if TYPE_CHECKING:
+    import torch
 
 LAYOUTS = ("cub", "imagenet", "wsol")
 AUTO_META = "auto"
@@ -24,7 +33,7 @@ AUTO_META = "auto"
 @dataclass(frozen=True)
 class _Token:
     token: str
-    vector: object  # torch.Tensor (D,)
+    vector: torch.Tensor  # (D,)
     digest: str
 
 
@@ -69,7 +78,7 @@ def _label_names(records: list, class_names: Path | None) -> list[str]:
 
 
 # ---- tokens ----------------------------------------------------------------------------------------------------
-def _read_tokens(path: Path) -> dict[str, object]:
+def _read_tokens(path: Path) -> dict[str, torch.Tensor]:
     """Every learned token of a textual-inversion file, or of every such file under a folder."""
     from genpromp_annotate.engine.tokens import read_learned_embeds
 
@@ -78,7 +87,7 @@ def _read_tokens(path: Path) -> dict[str, object]:
     files = sorted(p for ext in ("*.safetensors", "*.bin", "*.pt") for p in path.rglob(ext))
     if not files:
         raise TokenFileError(f"{path}: no learned-token file (*.safetensors, *.bin, *.pt) in this folder")
-    tokens: dict[str, object] = {}
+    tokens: dict[str, torch.Tensor] = {}
     for file in files:
         for token, vector in read_learned_embeds(file).items():
             if token in tokens:
@@ -87,7 +96,7 @@ def _read_tokens(path: Path) -> dict[str, object]:
     return tokens
 
 
-def _match_tokens(tokens: dict[str, object], labels: list[str]) -> dict[str, _Token]:
+def _match_tokens(tokens: dict[str, torch.Tensor], labels: list[str]) -> dict[str, _Token]:
     """label → its learned token: the token named `concept_token_name(label)` or after the label itself."""
     from genpromp_annotate.engine.tokens import concept_token_name
 
@@ -189,8 +198,13 @@ def benchmark_command(layout: str, root: Path, image_root: Path | None, model_so
     from genpromp_annotate.evaluation.loc_metrics import LocEvaluator
     from genpromp_annotate.evaluation.map_cache import MapCache, maps_version
     from genpromp_annotate.evaluation.maxboxacc import MaxBoxAccEvaluator
-    from genpromp_annotate.evaluation.report import build_report, report_markdown, report_table, write_report_json
-    from genpromp_annotate.evaluation.report import write_text_atomic
+    from genpromp_annotate.evaluation.report import (
+        build_report,
+        report_markdown,
+        report_table,
+        write_report_json,
+        write_text_atomic,
+    )
 
     config = config_from_options(**pop_engine_options(kwargs))
     if resume and overwrite:

@@ -23,9 +23,11 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 
@@ -75,7 +77,8 @@ def _relative_id(image_id: str) -> PurePosixPath:
     return rel
 
 
-def write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write(file)` on a temporary file beside `path`, fsync, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -115,8 +118,8 @@ class MapCache:
         if array.ndim != 2:
             raise ConfigError(f"map cache: map of {image_id!r} must be 2-D (S, S), got shape {array.shape}")
         path = self.path_for(image_id)
-        payload = {"map": array.astype(np.float16), "label": np.array(label), "size": np.array([width, height])}
-        write_atomic(path, lambda f: np.savez_compressed(f, **payload))
+        map16, size = array.astype(np.float16), np.array([width, height], dtype=np.int64)
+        write_atomic(path, lambda f: np.savez_compressed(f, map=map16, label=np.array(label), size=size))
         return path
 
     def load(self, image_id: str) -> CachedMap:
@@ -171,6 +174,6 @@ class MapCache:
         for image_id in image_ids:
             target = Path(out_dir) / f"{_relative_id(image_id)}.npy"
             array = self.load(image_id).map
-            write_atomic(target, lambda f, a=array: np.save(f, a))
+            write_atomic(target, partial(np.save, arr=array))
             count += 1
         return count

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from genpromp_annotate.evaluation.loc_metrics import ERROR_KINDS, LocSummary
-from genpromp_annotate.evaluation.maxboxacc import MaxBoxAccResult
 from genpromp_annotate.evaluation.map_cache import write_atomic
+from genpromp_annotate.evaluation.maxboxacc import MaxBoxAccResult
 
 # SPEC §5: CUB with learned tokens and the original UNet; ImageNet with tokens and the finetuned UNet;
 # Top-1/Top-5 with EfficientNet-B7 predictions. They need real Stable Diffusion weights and trained tokens.
@@ -37,7 +37,7 @@ def _maxboxacc_dict(result: MaxBoxAccResult | None) -> dict | None:
 
 def build_report(meta: Mapping[str, object], loc: LocSummary, maxboxacc_v1: MaxBoxAccResult | None,
                  maxboxacc_v2: MaxBoxAccResult | None, failed: Sequence[tuple[str, str]] = (),
-                 images: Mapping[str, int] | None = None, timing: Mapping[str, float] | None = None) -> dict:
+                 images: Mapping[str, int] | None = None, timing: Mapping[str, float | None] | None = None) -> dict:
     """The report as a JSON-ready dict (see the module docstring).
 
     Args:
