@@ -125,7 +125,7 @@ class UnetFinetuner:
         unet.train()
         c = self.config
         optimizer = torch.optim.AdamW(unet.parameters(), lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
-                                      weight_decay=c.weight_decay, eps=c.adam_epsilon)
+                                      weight_decay=c.weight_decay, eps=c.adam_epsilon, foreach=True)
         self.unet, self.optimizer = self.accelerator.prepare(unet, optimizer)
         self.forwards = 0
         self.global_step = 0
