@@ -271,3 +271,48 @@ def test_cached_indicator_maps_score_without_a_model(tmp_path, monkeypatch):
         v2.accumulate(cache.load(record.image_id).map, record.image_id)
     assert report["maxboxacc"]["v2"]["value"] == pytest.approx(v2.compute().value, abs=1e-12)
     assert report["maxboxacc"]["v2"]["per_delta"]["50"] == 100.0
+
+
+def test_imagenet_layout_from_cached_maps_with_a_classifier(tmp_path):
+    """ImageNet lists: images under <root>/val, prediction names without extension, the meta-token rule."""
+    from genpromp_annotate.evaluation.map_cache import maps_version
+    from genpromp_annotate.presets import preset
+
+    root = tmp_path / "ILSVRC"
+    (root / "val").mkdir(parents=True)
+    (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n")
+    rels = ["n01440764/ILSVRC2012_val_00000001.JPEG", "n01443537/ILSVRC2012_val_00000002.JPEG"]
+    (root / "val_folder_new.txt").write_text(f"{rels[0]} 0 10 10 59 59\n{rels[1]} 1 0 0 99 99 20 20 40 40\n")
+    version = maps_version("m", "none", preset("imagenet-paper"))
+    cache = MapCache(tmp_path / "maps", version)
+    indicator = np.zeros((512, 512), dtype=np.float32)
+    indicator[51:307, 51:307] = 1.0  # [y][x]: GT [10, 10, 59, 59] of a 100×100 image in the 512 frame
+    for rel, label in zip(rels, ["tench, Tinca tinca", "goldfish, Carassius auratus"]):
+        cache.save(rel, indicator, label, 100, 100)
+    preds = {"n01440764/ILSVRC2012_val_00000001": {"pred_scores": [0.2, 0.8]},
+             "n01443537/ILSVRC2012_val_00000002": {"pred_scores": [0.2, 0.8]}}
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["benchmark", "--layout", "imagenet", "--root", str(root), "--model", "m",
+                                      "--preset", "imagenet-paper", "--maps-dir", str(tmp_path / "maps"), "--resume",
+                                      "--classifier", str(tmp_path / "preds.json"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["meta"]["meta_word"] is None and report["paper"]["top1_loc"] == 65.2
+    # image 1: box right (IoU 1), class wrong (top-1 goldfish) → GT-known and Top-5, not Top-1, error Cls.
+    # image 2: class right, but the box [51, 51, 307, 307] has IoU 257²/507² ≈ 0.26 with the whole-image GT
+    # [0, 0, 506, 506] and 103²/257² ≈ 0.16 with [102, 102, 204, 204] inside it → no localization.
+    assert report["loc"]["gt_known_loc"] == 50.0 and report["loc"]["top1_loc"] == 0.0
+    assert report["loc"]["top5_loc"] == 50.0 and report["loc"]["errors"]["Cls"] == 50.0
+
+
+def test_tokens_are_matched_to_the_classes_they_are_named_after():
+    import torch
+
+    from genpromp_annotate.cli.benchmark import _match_tokens, _tokens_digest
+
+    tokens = {"<001.black_footed_albatross>": torch.ones(4), "<goldfish>": torch.zeros(4), "<other>": torch.ones(4)}
+    matched = _match_tokens(tokens, ["001.Black_footed_Albatross", "goldfish, Carassius auratus", "tench"])
+    assert {label: t.token for label, t in matched.items()} == {
+        "001.Black_footed_Albatross": "<001.black_footed_albatross>", "goldfish, Carassius auratus": "<goldfish>"}
+    assert _tokens_digest({}) == "none" and _tokens_digest(matched) != _tokens_digest({"tench": matched["goldfish, Carassius auratus"]})
