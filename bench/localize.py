@@ -26,15 +26,20 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import count_flops, environment, time_call, write_json  # noqa: E402
+from harness import count_flops, environment, time_call, write_json
 
-from genpromp_annotate.engine.capture import probe_cross_attention_layers, select_layers  # noqa: E402
-from genpromp_annotate.engine.loading import choose_device, choose_dtype, model_from_components  # noqa: E402
-from genpromp_annotate.engine.localizer import Localizer  # noqa: E402
-from genpromp_annotate.engine.maps import maps_from_columns  # noqa: E402
-from genpromp_annotate.engine.prompts import encode_ensemble, mix_embeddings  # noqa: E402
-from genpromp_annotate.engine.tiny_model import SD15, TINY, build_sd_v1_components, load_clip_tokenizer  # noqa: E402
-from genpromp_annotate.engine.tiny_model import write_clip_tokenizer_files  # noqa: E402
+from genpromp_annotate.engine.capture import probe_cross_attention_layers, select_layers
+from genpromp_annotate.engine.loading import choose_device, choose_dtype, model_from_components
+from genpromp_annotate.engine.localizer import Localizer
+from genpromp_annotate.engine.maps import maps_from_columns
+from genpromp_annotate.engine.prompts import encode_ensemble, mix_embeddings
+from genpromp_annotate.engine.tiny_model import (
+    SD15,
+    TINY,
+    build_sd_v1_components,
+    load_clip_tokenizer,
+    write_clip_tokenizer_files,
+)
 
 WIDTHS = {"tiny": TINY, "sd15": SD15}
 LABELS = ["goldfish, Carassius auratus", "tench, Tinca tinca", "electric ray, crampfish", "cat"]
@@ -150,7 +155,7 @@ def bench_size(size: str, device: torch.device, dtype: torch.dtype, n_images: in
         ref_count += ref_images
         for b in batch_sizes:
             engine.compute_maps(images[:b], labels[:b])  # warm-up at this batch size (allocator, kernels)
-            engine_times[b] += time_call(lambda: run_images(engine.compute_maps, images[:n_images], labels[:n_images], b),
+            engine_times[b] += time_call(lambda b=b: run_images(engine.compute_maps, images[:n_images], labels[:n_images], b),
                                          device)
     ref_ips = ref_count / ref_time
     engine_ips = {b: rounds * n_images / t for b, t in engine_times.items()}

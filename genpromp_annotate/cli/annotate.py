@@ -9,7 +9,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from genpromp_annotate.cli.options import config_from_options, engine_options, model_options, pop_engine_options
+from genpromp_annotate.cli.options import (
+    config_from_options,
+    engine_options,
+    model_options,
+    pop_engine_options,
+)
 from genpromp_annotate.errors import GenprompError, TokenFileError
 
 

@@ -30,7 +30,7 @@ class AttentionLayer:
     order: int  # position in the forward pass
 
     def query_side(self, latent_side: int) -> int:
-        return int(round(latent_side * self.query_ratio))
+        return round(latent_side * self.query_ratio)
 
 
 def _part_of(name: str) -> str:

@@ -12,7 +12,12 @@ import torch
 from PIL import Image
 
 from genpromp_annotate.engine.boxes import Box, boxes_from_map, scale_box
-from genpromp_annotate.engine.capture import AttentionLayer, probe_cross_attention_layers, run_unet_capturing, select_layers
+from genpromp_annotate.engine.capture import (
+    AttentionLayer,
+    probe_cross_attention_layers,
+    run_unet_capturing,
+    select_layers,
+)
 from genpromp_annotate.engine.loading import StableDiffusion
 from genpromp_annotate.engine.maps import maps_from_columns
 from genpromp_annotate.engine.prompts import TEMPLATES, CategoryPrompt, PromptCache

@@ -67,7 +67,8 @@ def write_clip_tokenizer_files(out_dir: Path, bpe_file: Path | None = None) -> P
     per kept merge, then `<|startoftext|>` (49406) and `<|endoftext|>` (49407) — 49408 in all.
     """
     bpe_file = bpe_file or find_clip_bpe_file()
-    lines = gzip.open(bpe_file, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(bpe_file, "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 1 + N_CLIP_MERGES]]
     byte_symbols = list(_bytes_to_unicode().values())
     vocab_list = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m) for m in merges]

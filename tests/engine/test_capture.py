@@ -3,9 +3,9 @@
 import torch
 
 from genpromp_annotate.engine.capture import (
+    CaptureState,
     ColumnCaptureProcessor,
     capture_columns,
-    CaptureState,
     probe_cross_attention_layers,
     run_unet_capturing,
     select_layers,

@@ -3,7 +3,12 @@
 import torch
 
 from genpromp_annotate.engine.capture import AttentionLayer
-from genpromp_annotate.engine.maps import combine_groups, group_maps, maps_from_columns, upsample_and_normalise
+from genpromp_annotate.engine.maps import (
+    combine_groups,
+    group_maps,
+    maps_from_columns,
+    upsample_and_normalise,
+)
 
 
 def test_timesteps_then_layers_and_heads_are_averaged():

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from genpromp_annotate.engine.prompts import TEMPLATES, PromptCache, encode_ensemble, mix_embeddings, prompt_ids
+from genpromp_annotate.engine.prompts import (
+    TEMPLATES,
+    PromptCache,
+    encode_ensemble,
+    mix_embeddings,
+    prompt_ids,
+)
 from genpromp_annotate.errors import ConfigError
 
 

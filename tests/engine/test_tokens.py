@@ -55,7 +55,7 @@ def test_paper_examples(tokenizer, category, word, whole):
 
 
 def test_imagenet_counts(imagenet_meta):
-    names, metas = imagenet_meta
+    _, metas = imagenet_meta
     assert len(metas) == 1000
     assert sum(m.whole_word for m in metas) == 764
     assert sum(not m.whole_word for m in metas) == 236
