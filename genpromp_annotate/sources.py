@@ -82,7 +82,7 @@ def read_uri_bytes(uri: str) -> bytes:
     path = path_for_uri(uri)
     if path is not None:
         return path.read_bytes()
-    with urllib.request.urlopen(uri, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 (http(s) only)
+    with urllib.request.urlopen(uri, timeout=URL_TIMEOUT_S) as response:
         return response.read()
 
 

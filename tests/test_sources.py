@@ -6,8 +6,17 @@ import os
 import pytest
 
 from genpromp_annotate.errors import ConfigError
-from genpromp_annotate.sources import (SourceError, display_uri, path_for_uri, read_csv_source, read_imagefolder,
-                                       read_label_studio, read_source, read_uri_bytes, uri_for_path)
+from genpromp_annotate.sources import (
+    SourceError,
+    display_uri,
+    path_for_uri,
+    read_csv_source,
+    read_imagefolder,
+    read_label_studio,
+    read_source,
+    read_uri_bytes,
+    uri_for_path,
+)
 
 
 def _touch(path, data=b"x"):
@@ -60,7 +69,7 @@ def test_csv_errors(tmp_path):
         list(read_csv_source(bad))
     empty_label = tmp_path / "e.csv"
     empty_label.write_text("a.jpg,\n")
-    assert "empty label" in list(read_csv_source(empty_label))[0].error
+    assert "empty label" in next(iter(read_csv_source(empty_label))).error
 
 
 def _ls_task(task_id, image, choices=None, cancelled=False):
@@ -101,7 +110,7 @@ def test_label_studio_local_files_need_a_root(tmp_path, monkeypatch):
     with pytest.raises(SourceError, match="--root"):
         list(read_label_studio(export))
     monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(tmp_path / "docs"))
-    assert list(read_label_studio(export))[0].uri == str(tmp_path / "docs" / "a.jpg")
+    assert next(iter(read_label_studio(export))).uri == str(tmp_path / "docs" / "a.jpg")
 
 
 def test_non_utf8_file_name_round_trips_through_a_file_url(tmp_path):

@@ -3,19 +3,26 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage, ImageOps
+from bad_images import BROKEN, READABLE, good_image, problem_folder
+from PIL import Image as PILImage
+from PIL import ImageOps
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from bad_images import BROKEN, READABLE, good_image, problem_folder
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.presets import LocalizeConfig
 from genpromp_annotate.sources import ImportRecord, read_source, uri_for_path
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.models import Image, Prediction
-from genpromp_annotate.workflow import (add_labels, annotate_project, build_localizer, config_for_project,
-                                        import_records, load_boxes_frame, project_settings)
-
+from genpromp_annotate.workflow import (
+    add_labels,
+    annotate_project,
+    build_localizer,
+    config_for_project,
+    import_records,
+    load_boxes_frame,
+    project_settings,
+)
 
 # 256 px instead of the paper's 512 keeps these tests fast on 2 CPU cores (same layers: 8×8 and 16×16 exist).
 SETTINGS = LocalizeConfig(threshold=0.3, image_size=256)

@@ -28,7 +28,7 @@ def make_tiny_model_command(out_dir: Path, seed: int) -> None:
 
 @click.group("db")
 def db_group() -> None:
-    """The project database: its schema."""
+    """The project database (SQLite under $GENPROMP_HOME, or --db): create or upgrade its schema."""
 
 
 @db_group.command("upgrade")
@@ -142,13 +142,19 @@ def demo_command(ctx: click.Context, out_dir: Path | None, images_per_label: int
 
     from genpromp_annotate.engine.loading import load_stable_diffusion
     from genpromp_annotate.engine.tiny_model import make_tiny_model
+    from genpromp_annotate.exports import export_boxes
+    from genpromp_annotate.presets import LocalizeConfig
     from genpromp_annotate.sources import read_source
     from genpromp_annotate.store import queries as q
     from genpromp_annotate.store.database import genpromp_home, open_store
-    from genpromp_annotate.workflow import (add_labels, annotate_project, build_localizer, import_records,
-                                            load_boxes_frame, project_settings)
-    from genpromp_annotate.presets import LocalizeConfig
-    from genpromp_annotate.exports import export_boxes
+    from genpromp_annotate.workflow import (
+        add_labels,
+        annotate_project,
+        build_localizer,
+        import_records,
+        load_boxes_frame,
+        project_settings,
+    )
 
     started = time.perf_counter()
     home = genpromp_home()

@@ -45,7 +45,7 @@ _EXPORTS = {
     "record_model_version": "queries", "find_image_by_hash": "queries",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -54,7 +54,7 @@ def normalise_url(url: str) -> str:
     """Accept plain paths (`./p.db`) and `postgresql://` (served by psycopg 3, the driver we ship)."""
     if "://" not in url:
         return f"sqlite:///{Path(url).expanduser().resolve()}"
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 

@@ -25,7 +25,7 @@ class ModelVersionParts:
 
     @property
     def name(self) -> str:
-        payload = "\n".join([self.base_model, self.tokens_digest, self.unet, self.settings_key])
+        payload = f"{self.base_model}\n{self.tokens_digest}\n{self.unet}\n{self.settings_key}"
         return VERSION_PREFIX + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
     def as_dict(self) -> dict[str, str]:

@@ -7,8 +7,8 @@ inside the wheel), so `genpromp-annotate db upgrade` works after a plain `pip in
 from __future__ import annotations
 
 import importlib.util
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command

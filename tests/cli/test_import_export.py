@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 
 import pandas as pd
 import pytest
+from bad_images import BROKEN, READABLE, good_image, problem_folder
 from click.testing import CliRunner
 
-from bad_images import BROKEN, READABLE, good_image, problem_folder
 from genpromp_annotate.cli import cli
 
 

@@ -9,8 +9,13 @@ from sqlalchemy import text
 
 from genpromp_annotate.errors import StoreError
 from genpromp_annotate.store import queries as q
-from genpromp_annotate.store.database import (create_store_engine, default_database_url, genpromp_home,
-                                              normalise_url, open_store)
+from genpromp_annotate.store.database import (
+    create_store_engine,
+    default_database_url,
+    genpromp_home,
+    normalise_url,
+    open_store,
+)
 
 
 def test_home_follows_genpromp_home_then_xdg(monkeypatch, tmp_path):

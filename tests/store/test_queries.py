@@ -118,7 +118,7 @@ def test_claims_never_overlap_and_done_images_are_not_pending(db):
 
 def test_expired_leases_and_dead_local_workers_free_their_claims(db):
     _seed(db, 3)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     dead_worker = f"{q.worker_id().split(':')[0]}:{int(dead.stdout)}:abc123"
     with db.write() as s:
         project = q.get_project(s, "p")
