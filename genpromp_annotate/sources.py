@@ -229,7 +229,7 @@ def read_label_studio(json_path: str | os.PathLike[str], image_key: str | None =
     for index, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise SourceError(f"{json_path}: task #{index} is not an object")
-        data = task.get("data") if isinstance(task.get("data"), dict) else task
+        data: dict[str, Any] = task["data"] if isinstance(task.get("data"), dict) else task
         key = image_key or ("image" if "image" in data else None)
         if key is None:
             candidates = [k for k, v in data.items() if isinstance(v, str) and ("/" in v or "." in v)

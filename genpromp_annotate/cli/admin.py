@@ -103,7 +103,7 @@ def draw_overlays(boxes, out_dir: Path) -> list[Path]:  # boxes: the load_boxes 
     from genpromp_annotate.sources import open_uri, path_for_uri
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
     for uri, rows in boxes.groupby("image_uri", sort=False):
         image = load_image(open_uri(uri))
         draw = ImageDraw.Draw(image)

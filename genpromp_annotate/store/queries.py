@@ -209,14 +209,14 @@ def release_dead_claims(session: Session, project: Project) -> int:
                                                             Image.claimed_by.is_not(None)).distinct()).all()
     dead = []
     for owner in owners:
-        parts = owner.split(":")
+        parts = (owner or "").split(":")
         if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _pid_alive(int(parts[1])):
             dead.append(owner)
     if not dead:
         return 0
     result = session.execute(update(Image).where(Image.project_id == project.id, Image.claimed_by.in_(dead))
                              .values(claimed_by=None, claimed_until=None))
-    return int(result.rowcount or 0)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _has_prediction(model_version: str, since: datetime | None = None):
@@ -274,7 +274,7 @@ def release_claims(session: Session, worker: str) -> int:
     """Free every claim of `worker` (a clean stop). The lease end becomes now: see pending_images_query."""
     result = session.execute(update(Image).where(Image.claimed_by == worker)
                              .values(claimed_by=None, claimed_until=utc_now()))
-    return int(result.rowcount or 0)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # ---- predictions ---------------------------------------------------------------------------------------
