@@ -83,6 +83,10 @@ class Metrics:
                 else:
                     self.counts[name] += int(amount)
 
+    def set_version(self, project: str | None, version: str) -> None:
+        with self.lock:
+            self.model_versions[project or "-"] = version
+
     def as_dict(self) -> dict[str, Any]:
         with self.lock:
             return {"model_class": MODEL_CLASS, "uptime_s": round(time.time() - self.started, 1),
@@ -143,11 +147,6 @@ class BackendState:
             if name not in self._projects:
                 self._projects[name] = self._factory(name)
             return self._projects[name]
-
-    def forget_project(self, name: str | None) -> None:
-        """Drop a cached project so that the next call rebuilds it (new tokens, threshold, UNet)."""
-        with self._projects_lock:
-            self._projects.pop(name or self.settings.project, None)
 
     def labeling_setup(self, ls_project: str | int | None, label_config: str | None) -> LabelingSetup:
         """Parse the label config with the LS project's extra params against its store project."""
@@ -225,38 +224,42 @@ def create_app(state: BackendState) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "UP", "model_class": MODEL_CLASS}
 
+    # /setup and /webhook are plain functions: FastAPI runs them in its thread pool, so their store
+    # reads never hold up the event loop (and /health with it).
     @app.post("/setup")
-    async def setup(body: SetupRequest) -> dict[str, Any]:
+    def setup(body: SetupRequest) -> dict[str, Any]:
         entry = state.registry.remember(body.project, body.schema_, body.extra_params, body.hostname,
                                         body.access_token)
         labeling = state.labeling_setup(entry.ls_project, body.schema_)
         project = state.project(labeling.settings.project)
         version = project.model_version(labeling.settings)
-        state.metrics.model_versions[project.name or "-"] = version
         state.metrics.add(setups=1)
+        state.metrics.set_version(project.name, version)
         response: dict[str, Any] = {"model_version": version}
         if labeling.unknown_labels:
             response["unknown_labels"] = list(labeling.unknown_labels)
         return response
 
-    @app.post("/predict")
-    async def predict(body: PredictRequest) -> dict[str, Any]:
+    def predict_sync(body: PredictRequest) -> dict[str, Any]:
         labeling = state.labeling_setup(ls_project_id(body.project), body.label_config)
         project = state.project(labeling.settings.project)
         entry = state.registry.get(ls_project_id(body.project))
         fetcher = state.fetcher
         if entry is not None and not state.fetcher.api_key:
             fetcher = state.fetcher.with_label_studio(entry.hostname, entry.access_token)
-        loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(state.predict_pool, state.predictor.predict, body.tasks, labeling,
-                                             project, fetcher)
+        outcome = state.predictor.predict(body.tasks, labeling, project, fetcher)
         state.metrics.add(predict_calls=1, tasks=len(body.tasks), tasks_skipped=len(outcome.skipped),
                           regions=sum(len(r["result"]) for r in outcome.results), predict_seconds=outcome.seconds)
-        state.metrics.model_versions[project.name or "-"] = outcome.model_version
+        state.metrics.set_version(project.name, outcome.model_version)
         return {"results": outcome.results, "model_version": outcome.model_version}
 
+    @app.post("/predict")
+    async def predict(body: PredictRequest) -> dict[str, Any]:
+        # the whole call (store reads, downloads, the UNet) runs on the predict pool, off the event loop
+        return await asyncio.get_running_loop().run_in_executor(state.predict_pool, predict_sync, body)
+
     @app.post("/webhook")
-    async def webhook(body: WebhookRequest) -> dict[str, Any]:
+    def webhook(body: WebhookRequest) -> dict[str, Any]:
         ls_project = (body.project or {}).get("id")
         try:
             labeling = state.labeling_setup(ls_project, (body.project or {}).get("label_config"))
@@ -266,8 +269,8 @@ def create_app(state: BackendState) -> FastAPI:
             logger.debug("webhook %s ignored: %s", body.action, exc)
             return {"status": "ignored", "action": body.action}
         project = state.project(labeling.settings.project)
-        accepted = state.feedback.submit(body.action, body.model_dump(), labeling, project,
-                                         on_model_change=lambda: state.forget_project(labeling.settings.project))
+        # no cache to drop when the model changes: model versions are derived from the store on each call
+        accepted = state.feedback.submit(body.action, body.model_dump(), labeling, project)
         state.metrics.add(**{f"webhook_{body.action.lower()}": 1})
         return {"status": "accepted" if accepted else "ignored", "action": body.action}
 
