@@ -86,6 +86,11 @@ def choose_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -
     return torch.float32
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (hub errors span several): CLI errors are one line."""
+    return " ".join(str(exc).split())
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
@@ -134,7 +139,7 @@ def _load_parts_from_single_file(path: Path, config: str | None) -> dict[str, An
         )
     except Exception as exc:  # diffusers raises many types here; all mean "cannot read this checkpoint"
         hint = "" if config else " Offline, pass --model-config DIR (a diffusers folder with the same architecture)."
-        raise ModelLoadError(f"{path}: cannot load as a Stable Diffusion checkpoint ({exc}).{hint}") from exc
+        raise ModelLoadError(f"{path}: cannot load as a Stable Diffusion checkpoint ({_one_line(exc)}).{hint}") from exc
     return {
         "tokenizer": pipe.tokenizer,
         "text_encoder": pipe.text_encoder,
@@ -167,7 +172,7 @@ def load_stable_diffusion(
         try:
             parts = _load_parts_from_repo(str(path), local_only=True, dtype=torch_dtype)
         except (OSError, ValueError, json.JSONDecodeError) as exc:
-            raise ModelLoadError(f"{path}: cannot load the model ({exc})") from exc
+            raise ModelLoadError(f"{path}: cannot load the model ({_one_line(exc)})") from exc
     elif path.is_file():
         if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
             raise ModelLoadError(
@@ -179,7 +184,7 @@ def load_stable_diffusion(
             parts = _load_parts_from_repo(str(source), local_only=_offline(), dtype=torch_dtype)
         except Exception as exc:  # hub errors come in many types; all mean "not available"
             mode = "offline (HF_HUB_OFFLINE is set)" if _offline() else "online"
-            raise ModelLoadError(f"hub model {source!r} could not be loaded {mode}: {exc}") from exc
+            raise ModelLoadError(f"hub model {source!r} could not be loaded {mode}: {_one_line(exc)}") from exc
     else:
         raise ModelLoadError(f"model {str(source)!r}: no such folder or file, and not a hub id of the form owner/name")
 
