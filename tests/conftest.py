@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# Tests never reach a model hub: they build their own tiny models. Set before huggingface_hub is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 TEST_DATA = Path(__file__).parent / "data"
 
 
