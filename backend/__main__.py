@@ -35,7 +35,7 @@ from genpromp_annotate.presets import preset
 logger = get_logger(__name__)
 
 
-def project_factory_from_env():  # noqa: ANN201 - returns the ProjectFactory callable
+def project_factory_from_env():
     """name → project: a project-store project when a name is given (or GENPROMP_PROJECT is set),
     else the model of GENPROMP_MODEL used directly."""
     env = os.environ

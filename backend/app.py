@@ -194,7 +194,7 @@ def create_app(state: BackendState) -> FastAPI:
     settings = state.settings
 
     @app.middleware("http")
-    async def basic_auth(request: Request, call_next):  # noqa: ANN001 - Starlette's call_next
+    async def basic_auth(request: Request, call_next):
         if settings.basic_auth_user and settings.basic_auth_pass:
             header = request.headers.get("authorization", "")
             expected = "Basic " + base64.b64encode(

@@ -132,19 +132,19 @@ def push_predictions(store: Store, project_name: str, client: Any, ls_project: i
                                            image.height or 1, label, labeling.from_name, labeling.to_name))
         if not regions:
             continue
-        prediction = {"model_version": model_version, "score": max(r["score"] for r in regions), "result": regions}
+        entry = {"model_version": model_version, "score": max(r["score"] for r in regions), "result": regions}
         if image_id in existing:
             task_id, versions = existing[image_id]
             if model_version in versions:
                 report.up_to_date += 1
             else:
-                new_predictions.append({"task": task_id, **prediction})
+                new_predictions.append({"task": task_id, **entry})
             continue
         weak = image.categories[0].name if image.categories else None
         data = {labeling.image_key: value, IMAGE_ID_FIELD: image_id}
         if weak is not None:
             data[label_field] = labeling.label_for_category(weak) or weak
-        new_tasks.append({"data": data, "predictions": [prediction]})
+        new_tasks.append({"data": data, "predictions": [entry]})
     for chunk in _chunks(new_tasks, chunk_size):
         client.projects.import_tasks(ls_project, request=list(chunk))
         report.created_tasks += len(chunk)

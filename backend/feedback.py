@@ -69,11 +69,11 @@ class Feedback:
                on_model_change: Callable[[], None] | None = None) -> bool:
         """Queue the work an event asks for; False when the event needs none."""
         if action in ANNOTATION_SAVED:
-            job: Callable[[], None] = lambda: self._store(payload, labeling, project, on_model_change)  # noqa: E731
+            job: Callable[[], None] = lambda: self._store(payload, labeling, project, on_model_change)
         elif action in ANNOTATION_DELETED:
-            job = lambda: self._delete(payload, project)  # noqa: E731
+            job = lambda: self._delete(payload, project)
         elif action == START_TRAINING:
-            job = lambda: self._improve(project, labeling, on_model_change)  # noqa: E731
+            job = lambda: self._improve(project, labeling, on_model_change)
         else:
             return False
         with self._lock:
@@ -145,7 +145,7 @@ class Feedback:
         """Block until the queued work is done (tests, shutdown); False on timeout."""
         with self._lock:
             pending = list(self._futures)
-        done, not_done = wait(pending, timeout=timeout)
+        _, not_done = wait(pending, timeout=timeout)
         return not not_done
 
     def stats(self) -> dict[str, Any]:

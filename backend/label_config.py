@@ -186,7 +186,7 @@ def parse_label_config(config_xml: str, categories: Iterable[str] | None = None,
         raise LabelConfigError("the label config is empty; expected <View> with <Image> and <RectangleLabels>")
     try:
         interface = LabelInterface(config_xml)
-    except Exception as exc:  # the SDK raises parser, lookup and validation errors of several types
+    except Exception as exc:  # noqa: BLE001 - the SDK raises parser, lookup and validation errors of many types
         raise LabelConfigError(f"the label config cannot be parsed: {exc}") from None
 
     pair = None
@@ -199,7 +199,7 @@ def parse_label_config(config_xml: str, categories: Iterable[str] | None = None,
         for to_name in control.to_name or []:
             try:
                 obj = interface.get_object(to_name)
-            except Exception:  # an unknown toName: keep looking
+            except Exception:  # noqa: BLE001, S112 - an unknown toName: LabelInterface reports it; keep looking
                 continue
             if obj.tag == "Image":
                 pair = (control, obj)

@@ -42,7 +42,7 @@ class _TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         kwargs.setdefault("timeout", self._timeout)
         return super().request(method, url, *args, **kwargs)
 
@@ -173,7 +173,8 @@ class MediaFetcher:
                                       access_token=self.api_key, task_id=task_id)
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
-            raise ImageError(value, f"HTTP {status} from {exc.request.url if exc.request else 'the server'}") from None
+            where = str(getattr(exc.request, "url", None) or "the server")
+            raise ImageError(value, f"HTTP {status} from {where}") from None
         except requests.RequestException as exc:
             raise ImageError(value, f"cannot be downloaded: {type(exc).__name__}: {exc}") from None
         except (OSError, ValueError) as exc:  # the SDK's own "cannot resolve" errors are these

@@ -25,7 +25,9 @@ logger = get_logger(__name__)
 def weak_label_of(task: dict[str, Any], setup: LabelingSetup) -> str | None:
     """A task's weak label: the data field `setup.settings.label_field`, else the single choice of a
     Choices region in its annotations (not cancelled) or predictions, in that order. None if there is none."""
-    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    data = task.get("data")
+    if not isinstance(data, dict):
+        data = {}
     value = data.get(setup.settings.label_field)
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
@@ -136,8 +138,8 @@ class Predictor:
                 continue
             value = weak_label_of(task, setup)
             if value is None:
-                skipped.append((task_id, f"no weak label: data.{setup.settings.label_field} is missing and no "
-                                         "Choices annotation or prediction names one"))
+                skipped.append((task_id, (f"no weak label: data.{setup.settings.label_field} is missing and no "
+                                          "Choices annotation or prediction names one")))
                 continue
             resolved = resolve_weak_label(value, setup, project.categories)
             if isinstance(resolved, str):
@@ -156,7 +158,7 @@ class Predictor:
         stored: list[StoredBox] = []
         if ready:
             with shared.lock:
-                located = localizer.localize([j.image for j in ready], [j.category for j in ready],
+                located = localizer.localize([j.image for j in ready if j.image is not None], [j.category for j in ready],
                                              batch_size=self.batch_size)
             min_score = setup.settings.min_score
             for job, found in zip(ready, located):

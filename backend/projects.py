@@ -4,7 +4,7 @@ thread of the process, a Localizer per settings, and the model version that name
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,7 +70,9 @@ class StoredBox:
 class ProjectBackend(Protocol):
     """What the predictor and the webhook need from a project."""
 
-    name: str | None
+    @property
+    def name(self) -> str | None:
+        """The project-store name (None for a model without a store)."""
 
     @property
     def categories(self) -> list[str] | None:

@@ -167,7 +167,7 @@ class StoreProject:
             for group in by_image.values():
                 first = group[0]
                 image = self._image_for(session, project, first.image_uri, first.local_path, first.size, first.category)
-                pairs = [(categories[b.category], b.box) for b in group if b.category in categories]
+                pairs: list[tuple[Any, Any]] = [(categories[b.category], b.box) for b in group if b.category in categories]
                 q.add_predictions(session, image, model_version, pairs, source="model")
                 image.status, image.error = "done", None
 
@@ -182,7 +182,7 @@ class StoreProject:
                                     weak_category or (boxes[0].category if boxes else None))
             session.execute(delete(Prediction).where(Prediction.external_id == external,
                                                      Prediction.source == "human"))
-            pairs = [(categories[b.category], b.box) for b in boxes if b.category in categories]
+            pairs: list[tuple[Any, Any]] = [(categories[b.category], b.box) for b in boxes if b.category in categories]
             q.add_predictions(session, image, HUMAN_VERSION, pairs, source="human", replace=False,
                               external_id=external)
         return len(pairs)
@@ -194,7 +194,7 @@ class StoreProject:
             result = session.execute(delete(Prediction).where(
                 Prediction.external_id == annotation_external_id(annotation_id), Prediction.source == "human",
                 Prediction.image_id.in_(ids)))
-            return int(result.rowcount or 0)
+            return int(getattr(result, "rowcount", 0) or 0)
 
     # ---- feedback ---------------------------------------------------------------------------------
     def human_boxes(self) -> list[tuple[str, str, list[tuple[float, float, float, float]]]]:
@@ -241,7 +241,7 @@ class StoreProject:
         with shared.lock:
             results = localizer.localize(images, labels, keep_maps=True)
         # boxes are inclusive-pixel in the evaluation: the last covered pixel is x2 − 1
-        sweep = best_threshold([r.map_512 for r in results], [g - np.array([0, 0, 1, 1]) for g in gts],
+        sweep = best_threshold([r.map_512 for r in results if r.map_512 is not None], [g - np.array([0, 0, 1, 1]) for g in gts],
                                image_sizes=[im.size for im in images], multi_box=localizer.config.multi_box,
                                min_area_fraction=localizer.config.min_box_area, prefer=localizer.config.threshold)
         old = localizer.config.threshold
@@ -272,7 +272,7 @@ class StoreProject:
 
     def improve(self, settings: ProjectSettings) -> dict[str, Any]:
         with self._improve_lock:
-            report = {"tokens": self.train_missing_tokens()}
+            report: dict[str, Any] = {"tokens": self.train_missing_tokens()}
             report["calibration"] = self.recalibrate(settings)
             report["model_version"] = self.model_version(settings)
             return report
