@@ -11,7 +11,7 @@ import click
 from genpromp_annotate.errors import ConfigError
 
 
-def _ls_client(ls_url: str, api_key: str | None):  # noqa: ANN202 - label_studio_sdk.LabelStudio
+def _ls_client(ls_url: str, api_key: str | None):
     if not api_key:
         raise ConfigError("a Label Studio access token is needed: pass --api-key or set LABEL_STUDIO_API_KEY "
                           "(Label Studio → Account & Settings → Access Token)")
@@ -20,7 +20,7 @@ def _ls_client(ls_url: str, api_key: str | None):  # noqa: ANN202 - label_studio
     return LabelStudio(base_url=ls_url.rstrip("/"), api_key=api_key)
 
 
-def _ls_options(func):  # noqa: ANN001, ANN202 - a click decorator
+def _ls_options(func):
     for option in reversed([
         click.option("--ls-url", envvar="LABEL_STUDIO_URL", required=True, metavar="URL",
                      help="Label Studio base URL, e.g. http://localhost:8080 (env LABEL_STUDIO_URL)."),
