@@ -12,6 +12,7 @@ without a prediction of the current model version.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from genpromp_annotate.engine.tokens import concept_token_name, meta_token_for
 from genpromp_annotate.errors import GenprompError, ImageError, StoreError, UnknownLabelError
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.presets import LocalizeConfig, preset
-from genpromp_annotate.sources import ImportRecord, display_uri, open_uri, read_uri_bytes
+from genpromp_annotate.sources import ImportRecord, display_uri, open_uri, path_for_uri, read_uri_bytes
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.database import Store
 from genpromp_annotate.store.model_version import ModelVersionParts, model_version_for
@@ -130,7 +131,8 @@ def _inspect(record: ImportRecord) -> _Inspected:
     if record.error:
         return _Inspected(record, digest, error=record.error)
     try:
-        image = load_image(open_uri(record.uri), name=record.display)
+        local = path_for_uri(record.uri)
+        image = load_image(local if local is not None else io.BytesIO(data), name=record.display)
     except ImageError as exc:
         return _Inspected(record, digest, error=str(exc))
     return _Inspected(record, digest, image.width, image.height)

@@ -171,6 +171,23 @@ def test_trained_tokens_and_settings_change_the_model_version(db, project, tiny_
         assert s.scalar(select(func.count()).select_from(ModelVersion)) == 3
 
 
+def test_selected_finetuned_unet_is_loaded_and_named_in_the_version(db, project, tiny_model_dir, tmp_path):
+    from genpromp_annotate.engine.loading import load_stable_diffusion, weights_digest
+
+    own_model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
+    base = build_localizer(db, project, model=own_model)
+    finetuned = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32").unet
+    with torch.no_grad():
+        finetuned.conv_in.bias.add_(0.01)  # stands in for a stage-2 finetune
+    finetuned.save_pretrained(tmp_path / "unet")
+    with db.write() as s:
+        q.select_unet(s, q.get_project(s, project), str(tmp_path / "unet"), None)
+    tuned = build_localizer(db, project, model=own_model)
+    assert tuned.version.unet == weights_digest(finetuned) != "base"
+    assert tuned.model_version != base.model_version
+    assert weights_digest(tuned.localizer.model.unet) == weights_digest(finetuned)
+
+
 @pytest.mark.slow
 def test_load_boxes_one_row_per_box_and_unannotated_images(db, project, tiny_model, tmp_path):
     for i in range(3):

@@ -70,6 +70,7 @@ def _annotated(output):
     return int(re.search(r"(\d+) images annotated", output).group(1))
 
 
+@pytest.mark.slow
 def test_annotate_resumes_and_reports(db_url, env, tiny_model_dir, tmp_path):
     _project(db_url, tiny_model_dir, tmp_path / "data", 3)
     out = _invoke(db_url, "annotate", "p", "--limit", "2", "--batch-size", "1", "--device", "cpu")
