@@ -53,8 +53,8 @@ class _Progress:
 @click.argument("project")
 @click.option("--retrain", is_flag=True, help="Train every label, also those that already have a token.")
 @click.option("--resume", is_flag=True,
-              help="Continue the last unfinished run (after a crash or kill): finished labels are kept, "
-                   "in-flight ones continue from their last checkpoint.")
+              help="Continue the last unfinished run (after a crash or kill) with that run's settings: "
+                   "finished labels are kept, in-flight ones continue from their last checkpoint.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over each label's images [2].")
 @click.option("--steps", "max_steps", type=click.IntRange(min=1), default=None,
               help="Optimizer steps per label (replaces --epochs).")

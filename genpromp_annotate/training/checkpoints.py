@@ -54,7 +54,8 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str = "concept-tokens") 
     if not path.is_file():
         return None
     try:
-        payload = torch.load(str(path), map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint holds tensors, numbers, strings and containers, nothing to execute.
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable files
         raise ConfigError(f"{path}: not a readable training checkpoint ({exc}); delete it to start over") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

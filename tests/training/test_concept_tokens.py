@@ -139,3 +139,16 @@ def test_state_dict_resume_continues_exactly(tiny_model, make_categories):
     assert sorted(resumed) == sorted(uninterrupted)
     for token, result in uninterrupted.items():
         assert torch.equal(resumed[token].embedding, result.embedding), token
+
+
+def test_gradient_checkpointing_gives_the_same_tokens(tiny_model_dir, make_categories):
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    (category,) = make_categories(["cat"], images=2)
+    config = dataclasses.replace(FAST, max_steps=2)
+    plain = ConceptTrainer(load_stable_diffusion(tiny_model_dir, "cpu", "float32"), [category], config).run()
+    model = load_stable_diffusion(tiny_model_dir, "cpu", "float32")  # own copy: checkpointing is a UNet flag
+    checkpointed = ConceptTrainer(model, [category], dataclasses.replace(config, gradient_checkpointing=True)).run()
+    assert model.unet.is_gradient_checkpointing
+    # Recomputing activations in the backward pass repeats the same float32 ops: equal up to ~1e-7.
+    assert torch.allclose(plain[category.token].embedding, checkpointed[category.token].embedding, atol=1e-6)

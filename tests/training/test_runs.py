@@ -13,6 +13,7 @@ import torch
 
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.models import TrainingRun
+from genpromp_annotate.training.checkpoints import load_checkpoint
 from genpromp_annotate.training.concept_tokens import ConceptTrainer, ConceptTrainingConfig
 from genpromp_annotate.training.runs import (
     TrainOptions,
@@ -105,9 +106,10 @@ def test_resume_after_sigkill_keeps_finished_labels(db_url, make_project, tiny_m
         states = states_of(store, "demo")
         runs = runs_of(store, "demo")
         folder = run_checkpoint_dir("demo", runs[0].project_id, runs[0].id) if runs else None
-        if list(states.values()).count("trained") == 1 and folder is not None and (folder / "rank0.pt").exists():
-            state = torch.load(folder / "rank0.pt", weights_only=False)["state"]
-            if state["active"] and state["active"][0]["token"] not in {"<cat>"}:
+        if 1 <= list(states.values()).count("trained") < 3 and folder is not None and (folder / "rank0.pt").exists():
+            state = load_checkpoint(folder / "rank0.pt")  # atomic writes: always a whole checkpoint
+            in_flight = [item["token"].strip("<>") for item in state["active"]]
+            if in_flight and all(states[label] == "training" for label in in_flight):
                 process.send_signal(signal.SIGKILL)
                 killed_with = states
                 break
