@@ -167,7 +167,8 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
     if summary.run_id is not None:
         say(f"run #{summary.run_id}: trained {len(summary.trained)} label(s)"
             + (" on this process" if context.world_size > 1 else "")
-            + f", {summary.images} images in {summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s)")
+            + f", {summary.images} images in {summary.seconds:.1f}s ({summary.images_per_s:.2f} images/s)"
+            + (f"; UNet finetune: {summary.unet_images} images" if summary.unet_path or summary.unet_images else ""))
     if summary.skipped:
         say(f"skipped (no images): {', '.join(summary.skipped)}; import images and run again")
     for path in summary.exported:

@@ -72,6 +72,7 @@ class TrainSummary:
     skipped: list[str]  # labels without images
     images: int
     seconds: float
+    unet_images: int = 0  # stage 2 images seen by this process
     unet_run_id: int | None = None
     unet_path: str | None = None
     unet_digest: str | None = None
@@ -368,7 +369,7 @@ def _run_stage2(store, project_name: str, plan: _Plan, model, context: ProcessCo
     losses = []
     while (report := finetuner.step()) is not None:
         losses.append(report.loss)
-        summary.images += report.images
+        summary.unet_images += report.images
         emit(TrainEvent("unet-step", context.rank, step=report.step, total=total, images=report.images,
                         loss=report.loss, seconds=report.seconds))
     context.barrier()

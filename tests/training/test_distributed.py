@@ -60,7 +60,8 @@ def test_two_processes_train_each_label_once_and_match_one_process(db_url, make_
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()),
                "-m", "genpromp_annotate", "--db", db_url, "train-project", "demo",
-               "--steps", "2", "--batch-size", "2", "--resolution", "64", "--lr", "5e-3"]
+               "--steps", "2", "--batch-size", "2", "--resolution", "64", "--lr", "5e-3",
+               "--finetune-unet", "--unet-steps", "2", "--unet-batch-size", "1", "--unet-lr", "1e-4"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     trained_by = {}
@@ -73,9 +74,12 @@ def test_two_processes_train_each_label_once_and_match_one_process(db_url, make_
 
     with store.read() as session:
         project = q.get_project(session, "demo")
-        (run,) = project.runs
+        run, unet_run = project.runs
         assert (run.status, run.progress, run.metrics["processes"]) == ("done", 1.0, 2)
+        assert (unet_run.status, unet_run.config["processes"]) == ("done", 2)
         assert {c.training_state for c in q.list_categories(session, project)} == {"trained"}
+        unet_path, unet_digest = project.unet_path, project.unet_digest
+        assert unet_path is not None and [r.kind for r in project.runs] == ["concept_tokens", "unet_finetune"]
 
     # One process, same config and seed: the same tokens. Tolerance: the two runs pack different labels
     # together (other batch shapes, so other float32 summation orders), ≈1e-6 per op.
@@ -85,4 +89,21 @@ def test_two_processes_train_each_label_once_and_match_one_process(db_url, make_
     for category in categories:
         stored = stored_embedding(store, "demo", category.label)
         assert torch.allclose(stored, single[category.token].embedding, atol=1e-5, rtol=0), category.label
+
+    # Stage 2 split the data: 2 processes × batch 1 with DDP gradient averaging take the same steps as one
+    # process with batch 2. Tolerance: all-reduced float32 gradient sums, ≈1e-6 after 2 Adam steps.
+    from diffusers import UNet2DConditionModel
+
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+    from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig, UnetFinetuner
+
+    model = load_stable_diffusion(tiny_model.source, device="cpu", dtype="float32")
+    vectors = {c.token: stored_embedding(store, "demo", c.label) for c in categories}
+    tuner = UnetFinetuner(model, categories, vectors,
+                          UnetFinetuneConfig(max_steps=2, batch_size=2, resolution=64, learning_rate=1e-4))
+    tuner.run()
+    one_process = tuner.finetuned_unet().state_dict()
+    two_processes = UNet2DConditionModel.from_pretrained(unet_path).state_dict()
+    for name, value in one_process.items():
+        assert torch.allclose(value, two_processes[name], atol=1e-5), name
     store.dispose()
