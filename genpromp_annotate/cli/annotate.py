@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import click
 import numpy as np
+import torch
 
 from genpromp_annotate.cli.options import (
     config_from_options,
@@ -18,7 +20,7 @@ from genpromp_annotate.cli.options import (
 from genpromp_annotate.errors import GenprompError, TokenFileError
 
 
-def _pick_token(tokens: dict, label: str, path: Path) -> tuple[str, object]:
+def _pick_token(tokens: dict[str, torch.Tensor], label: str, path: Path) -> tuple[str, torch.Tensor]:
     if len(tokens) == 1:
         return next(iter(tokens.items()))
     for token, vector in tokens.items():
@@ -72,7 +74,7 @@ def localize_command(model_source: str, model_config: str | None, label: str, to
         save_cams.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     done = 0
-    with click.progressbar(length=len(images), label="localizing", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=len(images), label="localizing", file=sys.stderr) as bar:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             loaded, names = [], []
@@ -153,7 +155,7 @@ def annotate_command(ctx: click.Context, project: str, device: str | None, dtype
         click.echo("\nstopping after the current batch (Ctrl-C again to abort)", err=True)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    bar = tqdm(total=total, unit="image", desc="annotating", file=click.get_text_stream("stderr"),
+    bar = tqdm(total=total, unit="image", desc="annotating", file=sys.stderr,
                dynamic_ncols=True)
     try:
         summary = annotate_project(store, project, project_localizer, batch_size=batch_size, limit=limit,

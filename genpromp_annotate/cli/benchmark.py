@@ -209,7 +209,7 @@ def benchmark_command(layout: str, root: Path, image_root: Path | None, model_so
     config = config_from_options(**pop_engine_options(kwargs))
     if resume and overwrite:
         raise ConfigError("--resume reuses cached maps and --overwrite recomputes them: pick one")
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
 
     # 1. the dataset, its labels and (optionally) the classifier's scores
     all_records = _read_records(layout, root, image_root, split)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -43,7 +44,7 @@ def import_command(ctx: click.Context, project: str, source: Path, fmt: str, spl
     store = open_project_store(ctx)
     ensure_project_exists(store, project)
     records = read_source(source, fmt, image_key=image_key, root=root)
-    with click.progressbar(length=len(records), label="importing", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=len(records), label="importing", file=sys.stderr) as bar:
         report = import_records(store, project, records, split=split, on_progress=lambda n: bar.update(n))
     click.echo(f"{len(records)} images read from {source}: {report.added} added, {report.updated} updated, "
                f"{report.duplicates} already there, {len(report.errors)} with errors")

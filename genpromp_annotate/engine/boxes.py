@@ -62,7 +62,8 @@ def boxes_from_map(map_01: np.ndarray, threshold: float, multi_box: bool = False
     mode = cv2.RETR_EXTERNAL if multi_box else cv2.RETR_TREE
     contours, _ = cv2.findContours(mask, mode, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
-        return [Box(*map(float, EMPTY_BOX_512), score=0.0)]
+        x1, y1, x2, y2 = EMPTY_BOX_512
+        return [Box(float(x1), float(y1), float(x2), float(y2), score=0.0)]
     areas = [cv2.contourArea(c) for c in contours]
     largest = int(np.argmax(areas))
     if not multi_box:

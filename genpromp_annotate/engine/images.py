@@ -62,8 +62,8 @@ def load_image(source: str | os.PathLike[str] | BinaryIO, max_pixels: int | None
                 if width * height > limit:
                     raise ImageError(label, f"{width}x{height} = {width * height} pixels exceeds the limit of {limit}")
                 image.load()
-                image = ImageOps.exif_transpose(image) or image
-                return _to_rgb8(image)
+                upright = ImageOps.exif_transpose(image) or image
+                return _to_rgb8(upright)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

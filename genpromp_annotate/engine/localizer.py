@@ -126,7 +126,7 @@ class Localizer:
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Step 1: straight resize to S×S (bicubic, aspect ratio not kept), scaled to [−1, 1]."""
         size = self.config.image_size
-        arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) for img in images]
+        arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) for img in images]
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
         return batch.to(self.model.device, self.model.dtype)
 
