@@ -7,6 +7,7 @@ computed from the cached maps, so `--resume` continues after a kill and a re-swe
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
