@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ class PeakMemory:
         self.peak = 0
         self._stop = threading.Event()
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)

@@ -2,50 +2,46 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 
-def _postfix(state: dict) -> str:
-    if not state:
-        return ""
-    rate = state["images"] / state["seconds"] if state.get("seconds") else 0.0
-    return f"loss {state['loss']:.4f}  {rate:.2f} img/s"
-
-
 class _Progress:
-    """One progress bar per stage on the main process; loss and images/s beside it."""
+    """One progress bar per stage on the main process, with the loss and images/s beside it."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.bar = None
-        self.state: dict = {}
+        self.bar: Any = None
         self.position = 0
         self.stage = "tokens"
+        self.images = 0
+        self.seconds = 0.0
 
     def open(self, label: str, total: int, start: int = 0) -> None:
         self.close()
         if not self.enabled:
             return
-        self.state = {}
-        self.bar = click.progressbar(length=max(total, 1), label=label, file=click.get_text_stream("stderr"),
-                                     item_show_func=lambda _: _postfix(self.state), show_pos=True)
-        self.bar.__enter__()
-        self.position = start
-        if start:
-            self.bar.update(start)
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=max(total, 1), initial=start, desc=label, unit="step", file=sys.stderr,
+                        dynamic_ncols=True)
+        self.position, self.images, self.seconds = start, 0, 0.0
 
     def advance(self, to: int, loss: float, images: int, seconds: float) -> None:
-        self.state = {"loss": loss, "images": self.state.get("images", 0) + images,
-                      "seconds": self.state.get("seconds", 0.0) + seconds}
+        self.images += images
+        self.seconds += seconds
         if self.bar is not None:
-            self.bar.update(max(to - self.position, 0), current_item=True)
+            rate = self.images / self.seconds if self.seconds > 0 else 0.0
+            self.bar.set_postfix_str(f"loss {loss:.4f}, {rate:.2f} images/s", refresh=False)
+            self.bar.update(max(to - self.position, 0))
             self.position = max(to, self.position)
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+            self.bar.close()
             self.bar = None
 
 

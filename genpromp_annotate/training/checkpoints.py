@@ -100,5 +100,12 @@ def export_learned_embeds(path: str | os.PathLike[str], embeddings: dict[str, to
     return targets
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "export_learned_embeds", "read_learned_embeds",
-           "write_learned_embeds", "atomic_write_bytes", "LEARNED_EMBEDS_FILE"]
+__all__ = [
+    "LEARNED_EMBEDS_FILE",
+    "atomic_write_bytes",
+    "export_learned_embeds",
+    "load_checkpoint",
+    "read_learned_embeds",
+    "save_checkpoint",
+    "write_learned_embeds",
+]

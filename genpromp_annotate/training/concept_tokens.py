@@ -31,7 +31,13 @@ import torch
 from genpromp_annotate.engine.loading import StableDiffusion
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger
-from genpromp_annotate.training.data import AugmentConfig, CategoryImages, Sample, category_chunks, draw_sample
+from genpromp_annotate.training.data import (
+    AugmentConfig,
+    CategoryImages,
+    Sample,
+    category_chunks,
+    draw_sample,
+)
 from genpromp_annotate.training.denoising import load_pixels, noisy_latents, per_sample_mse, prompt_batch
 
 logger = get_logger(__name__)

@@ -26,6 +26,7 @@ from PIL import Image, ImageEnhance
 from genpromp_annotate.engine.images import load_image
 from genpromp_annotate.engine.prompts import TEMPLATES
 from genpromp_annotate.errors import ConfigError
+from genpromp_annotate.sources import open_uri
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class CategoryImages:
     label: str
     token: str  # concept token string, e.g. "<goldfish>"; also the key of its random streams
     meta_token_id: int
-    images: tuple[Path, ...]
+    images: tuple[str | Path, ...]  # local paths, or http(s) URLs
 
     def __post_init__(self) -> None:
         if not self.images:
@@ -46,7 +47,7 @@ class CategoryImages:
 class Sample:
     """One image of one category in one epoch, with every random draw already made."""
 
-    path: Path
+    path: str | Path
     token: str
     epoch: int
     index: int  # position of the image within its category
@@ -126,7 +127,7 @@ def shift_hue(image: Image.Image, shift: float) -> Image.Image:
     if shift == 0.0:
         return image
     h, s, v = image.convert("HSV").split()
-    rotated = (np.asarray(h, dtype=np.int16) + int(round(shift * 255))) % 256
+    rotated = (np.asarray(h, dtype=np.int16) + round(shift * 255)) % 256
     return Image.merge("HSV", (Image.fromarray(rotated.astype(np.uint8), "L"), s, v)).convert("RGB")
 
 
@@ -147,9 +148,10 @@ def color_jitter(image: Image.Image, factors: tuple[float, float, float, float],
 
 def augmented_image(sample: Sample, resolution: int) -> Image.Image:
     """Load, resize straight to `resolution`² (bicubic), flip, jitter: the sample as the model sees it."""
-    image = load_image(sample.path).resize((resolution, resolution), Image.BICUBIC)
+    image = load_image(open_uri(str(sample.path)), name=str(sample.path)).resize((resolution, resolution),
+                                                                                  Image.Resampling.BICUBIC)
     if sample.flip:
-        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return color_jitter(image, sample.jitter, sample.jitter_order)
 
 

@@ -41,7 +41,7 @@ class ProcessContext:
             return value
         from accelerate.utils import broadcast_object_list
 
-        box = [value if self.is_main else None]
+        box: list[Any] = [value if self.is_main else None]
         broadcast_object_list(box, from_process=0)
         return box[0]
 

@@ -251,11 +251,13 @@ def train_project(store, project_name: str, options: TrainOptions | None = None,
     if context.is_main:
         try:
             plan = _plan_stage1(store, project_name, options)
-        except Exception as exc:  # every process must learn of it, or the others wait forever
+        except Exception as exc:  # noqa: BLE001 - every process must learn of it, or the others wait forever
             plan = exc
     plan = context.broadcast(plan)
     if isinstance(plan, BaseException):
         raise plan
+    if not isinstance(plan, _Plan):
+        raise StoreError("training could not be planned (no answer from the main process)")
     summary = TrainSummary(run_id=plan.run_id, trained=[], skipped=[], images=0, seconds=0.0)
     concept = ConceptTrainingConfig.from_dict(plan.concept)
     loaded = None
@@ -322,12 +324,12 @@ def _finish_run(store, run_id: int, images: int, world_size: int) -> None:
     import shutil
 
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.store.models import Category, Project
+    from genpromp_annotate.store.models import Category, Project, utc_now
 
     with store.write() as session:
         _lock_run(session, run_id)
         run = q.update_training_run(session, run_id, status="done", progress=1.0)
-        seconds = max((run.finished_at - (run.started_at or run.created_at)).total_seconds(), 1e-9)
+        seconds = max(((run.finished_at or utc_now()) - (run.started_at or run.created_at)).total_seconds(), 1e-9)
         q.update_training_run(session, run_id, metrics={"images": images, "processes": world_size,
                                                         "seconds": round(seconds, 2),
                                                         "images_per_s": round(images / seconds, 3)})
@@ -348,7 +350,7 @@ def _run_stage2(store, project_name: str, plan: _Plan, model, context: ProcessCo
     assert options.unet is not None
     with store.read() as session:
         labels = [c.name for c in q.list_categories(session, q.get_project(session, project_name))]
-    categories, skipped, embeddings = _categories_for(store, project_name, labels)
+    categories, _, embeddings = _categories_for(store, project_name, labels)
     vectors = {token: vector for token, vector in embeddings.items() if vector is not None}
     untrained = [c.label for c in categories if c.token not in vectors]
     if untrained:
@@ -363,6 +365,8 @@ def _run_stage2(store, project_name: str, plan: _Plan, model, context: ProcessCo
                                            {"training": options.unet.as_dict(), "base_model": project.base_model,
                                             "processes": context.world_size}, status="running").id
     run_id = context.broadcast(run_id)
+    if run_id is None:
+        raise StoreError("the UNet finetune run could not be created")
     summary.unet_run_id = run_id
     finetuner = UnetFinetuner(model, categories, vectors, options.unet, context)
     total = options.unet.max_steps

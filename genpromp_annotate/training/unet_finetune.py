@@ -24,7 +24,11 @@ import torch
 from genpromp_annotate.engine.loading import StableDiffusion, weights_digest
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger
-from genpromp_annotate.training.concept_tokens import encode_with_vectors, spliced_token_embedding, use_sdpa_attention
+from genpromp_annotate.training.concept_tokens import (
+    encode_with_vectors,
+    spliced_token_embedding,
+    use_sdpa_attention,
+)
 from genpromp_annotate.training.data import AugmentConfig, CategoryImages, Sample, draw_sample, sample_seed
 from genpromp_annotate.training.denoising import load_pixels, noisy_latents, per_sample_mse, prompt_batch
 from genpromp_annotate.training.distributed import ProcessContext
@@ -192,7 +196,7 @@ class UnetFinetuner:
         return losses
 
 
-def save_unet(unet: torch.nn.Module, folder: str | Path) -> tuple[Path, str]:
+def save_unet(unet: Any, folder: str | Path) -> tuple[Path, str]:
     """Save a UNet in diffusers format (safetensors) under `folder/unet-<digest>`; returns (path, digest).
 
     The digest (of names, shapes and bytes) names the weights exactly, so a model version that uses this

@@ -54,7 +54,7 @@ def test_tokens_and_run_row_are_stored(db, make_project, tiny_model, tmp_path):
     assert run.config["training"]["max_steps"] == 2 and run.config["training"]["effective_lr"] == pytest.approx(1e-2)
     assert run.metrics["categories_done"] == 2 and run.metrics["images"] == summary.images
     assert run.started_at <= run.finished_at
-    assert [e.kind for e in events][0] == "plan" and {e.label for e in events if e.kind == "category"} == {"cat", "dog"}
+    assert events[0].kind == "plan" and {e.label for e in events if e.kind == "category"} == {"cat", "dog"}
     # diffusers-format files of every stored token, and the run's checkpoints are gone
     assert sorted(p.parent.name for p in summary.exported) == ["cat", "dog"]
     assert not run_checkpoint_dir("demo", run.project_id, run.id).exists()
@@ -152,7 +152,7 @@ def test_finetune_unet_saves_and_selects_a_new_unet(db, make_project, tiny_model
     with db.read() as session:
         project = q.get_project(session, "demo")
         assert (project.unet_path, project.unet_digest) == (summary.unet_path, summary.unet_digest)
-        unet_run = [r for r in project.runs if r.kind == "unet_finetune"][0]
+        unet_run = next(r for r in project.runs if r.kind == "unet_finetune")
     assert unet_run.status == "done" and unet_run.output_path == summary.unet_path
     assert unet_run.metrics["steps"] == 2
     assert summary.unet_digest != weights_digest(tiny_model.unet)
