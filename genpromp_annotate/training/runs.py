@@ -12,6 +12,7 @@ count) and writes its results to the shared store; rank 0 owns the run rows.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,18 +120,23 @@ def _category_images(session, project) -> dict[int, list[str]]:
     return found
 
 
+def _unfinished_run(session, project_id: int, kind: str):
+    """The latest run of `kind` that did not finish (running after a kill, failed, or queued)."""
+    from genpromp_annotate.store.models import TrainingRun
+
+    return session.scalar(select(TrainingRun).where(TrainingRun.project_id == project_id, TrainingRun.kind == kind,
+                                                    TrainingRun.status.in_(("running", "failed", "queued")))
+                          .order_by(TrainingRun.id.desc()).limit(1))
+
+
 def _plan_stage1(store, project_name: str, options: TrainOptions) -> _Plan:
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.store.models import TrainingRun
 
     with store.write() as session:
         project = q.get_project(session, project_name)
         categories = q.list_categories(session, project)
         if options.resume:
-            run = session.scalar(select(TrainingRun).where(TrainingRun.project_id == project.id,
-                                                           TrainingRun.kind == CONCEPT_RUN,
-                                                           TrainingRun.status.in_(("running", "failed", "queued")))
-                                 .order_by(TrainingRun.id.desc()).limit(1))
+            run = _unfinished_run(session, project.id, CONCEPT_RUN)
             if run is not None:
                 wanted = set(run.config.get("categories", []))
                 started = run.started_at or run.created_at
@@ -321,8 +327,6 @@ def _run_stage1(store, project_name: str, plan: _Plan, concept: ConceptTrainingC
 
 
 def _finish_run(store, run_id: int, images: int, world_size: int) -> None:
-    import shutil
-
     from genpromp_annotate.store import queries as q
     from genpromp_annotate.store.models import Category, Project, utc_now
 
@@ -358,24 +362,42 @@ def _run_stage2(store, project_name: str, plan: _Plan, model, context: ProcessCo
     if not categories:
         raise ConfigError(f"project {project_name!r} has no images to finetune the UNet on")
     run_id = None
+    unet_config = options.unet
     if context.is_main:
         with store.write() as session:
             project = q.get_project(session, project_name)
-            run_id = q.create_training_run(session, project, UNET_RUN,
-                                           {"training": options.unet.as_dict(), "base_model": project.base_model,
-                                            "processes": context.world_size}, status="running").id
-    run_id = context.broadcast(run_id)
+            previous = _unfinished_run(session, project.id, UNET_RUN) if options.resume else None
+            if previous is not None:
+                run_id, stored = previous.id, dict(previous.config["training"])
+                q.update_training_run(session, run_id, status="running")
+            else:
+                run_id = q.create_training_run(session, project, UNET_RUN,
+                                               {"training": options.unet.as_dict(), "base_model": project.base_model,
+                                                "processes": context.world_size}, status="running").id
+                stored = options.unet.as_dict()
+        unet_config = UnetFinetuneConfig.from_dict(stored)
+    run_id, unet_config = context.broadcast((run_id, unet_config))
     if run_id is None:
         raise StoreError("the UNet finetune run could not be created")
     summary.unet_run_id = run_id
-    finetuner = UnetFinetuner(model, categories, vectors, options.unet, context)
-    total = options.unet.max_steps
+    finetuner = UnetFinetuner(model, categories, vectors, unet_config, context)
+    checkpoint = run_checkpoint_dir(project_name, plan.project_id, run_id) / "unet.pt"
+    if options.resume:
+        state = load_checkpoint(checkpoint, kind=UNET_RUN)
+        if state is not None:
+            finetuner.load_state_dict(state)
+            logger.info("UNet finetune run #%d resumed at step %d", run_id, finetuner.global_step)
+    total = unet_config.max_steps
     losses = []
     while (report := finetuner.step()) is not None:
         losses.append(report.loss)
         summary.unet_images += report.images
         emit(TrainEvent("unet-step", context.rank, step=report.step, total=total, images=report.images,
                         loss=report.loss, seconds=report.seconds))
+        # DDP replicas are identical: the main process alone writes the checkpoint.
+        if (options.checkpoint_every and context.is_main and finetuner.at_step_boundary and not finetuner.done
+                and report.step % options.checkpoint_every == 0):
+            save_checkpoint(checkpoint, finetuner.state_dict(), kind=UNET_RUN)
     context.barrier()
     if context.is_main:
         with store.read() as session:
@@ -391,6 +413,7 @@ def _run_stage2(store, project_name: str, plan: _Plan, model, context: ProcessCo
                                            "first_loss": round(losses[0], 5) if losses else None,
                                            "last_loss": round(losses[-1], 5) if losses else None})
         summary.unet_path, summary.unet_digest = str(path), digest
+        shutil.rmtree(checkpoint.parent, ignore_errors=True)
         emit(TrainEvent("unet-saved", context.rank, step=finetuner.global_step, total=total,
                         detail={"path": str(path), "digest": digest, "selected": options.select_unet}))
     context.barrier()

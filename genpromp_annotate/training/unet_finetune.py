@@ -72,6 +72,14 @@ class UnetFinetuneConfig:
         data["augment"]["templates"] = list(self.augment.templates)
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UnetFinetuneConfig:
+        data = dict(data)
+        augment = data.pop("augment", None)
+        if augment is not None:
+            data["augment"] = AugmentConfig(**{**augment, "templates": tuple(augment["templates"])})
+        return cls(**data)
+
 
 def sample_stream(categories: Sequence[CategoryImages], seed: int, augment: AugmentConfig,
                   start: int, count: int) -> list[tuple[int, Sample]]:
@@ -181,6 +189,27 @@ class UnetFinetuner:
             self.global_step += 1
         return FinetuneReport(step=self.global_step, images=len(samples), loss=float(loss.detach()),
                               seconds=time.perf_counter() - started)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    @property
+    def at_step_boundary(self) -> bool:
+        """True when no gradient is half-accumulated: the only moments a checkpoint is exact."""
+        return self.forwards % self.config.grad_accum == 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """UNet weights, AdamW state and the position in the sample stream (call at a step boundary)."""
+        if not self.at_step_boundary:
+            raise ConfigError("a stage-2 checkpoint can only be taken between optimizer steps")
+        unet = self.accelerator.unwrap_model(self.unet)
+        return {"config": self.config.as_dict(), "forwards": self.forwards, "global_step": self.global_step,
+                "unet": {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`: the next step is the one the saved run would have taken."""
+        self.accelerator.unwrap_model(self.unet).load_state_dict(state["unet"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.forwards, self.global_step = int(state["forwards"]), int(state["global_step"])
 
     def finetuned_unet(self) -> torch.nn.Module:
         """The trained UNet (unwrapped from DDP), float32, in eval mode with gradients off."""

@@ -152,3 +152,18 @@ def test_gradient_checkpointing_gives_the_same_tokens(tiny_model_dir, make_categ
     assert model.unet.is_gradient_checkpointing
     # Recomputing activations in the backward pass repeats the same float32 ops: equal up to ~1e-7.
     assert torch.allclose(plain[category.token].embedding, checkpointed[category.token].embedding, atol=1e-6)
+
+
+def test_low_precision_model_trains_float32_tokens(tiny_model_dir, make_categories):
+    # What a GPU run does with bf16 weights (CPU bf16 here): the frozen model computes in bf16, the
+    # trainable vectors and AdamW stay float32, and the vocabulary is still untouched.
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="bfloat16")
+    (category,) = make_categories(["cat"], images=2)
+    before = model.text_encoder.get_input_embeddings().weight.detach().clone()
+    result = ConceptTrainer(model, [category], dataclasses.replace(FAST, max_steps=2)).run()[category.token]
+    assert result.embedding.dtype == torch.float32 and torch.isfinite(result.embedding).all()
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert not torch.equal(result.embedding, before[category.meta_token_id].float())
+    assert torch.equal(model.text_encoder.get_input_embeddings().weight, before)

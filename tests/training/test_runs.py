@@ -160,3 +160,28 @@ def test_finetune_unet_saves_and_selects_a_new_unet(db, make_project, tiny_model
     localizer = build_localizer(db, "demo", device="cpu", dtype="float32")
     assert weights_digest(localizer.localizer.model.unet) == summary.unet_digest
     assert localizer.version.unet == summary.unet_digest
+
+
+@pytest.mark.slow
+def test_unet_finetune_resumes_after_a_crash(db, make_project):
+    make_project(db, "demo", {"cat": 2, "dog": 1})
+    unet = UnetFinetuneConfig(max_steps=3, batch_size=2, resolution=64, learning_rate=1e-4)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_two(event):
+        if event.kind == "unet-step" and event.step == 2:
+            raise Crash
+
+    options = TrainOptions(concept=FAST, unet=unet, checkpoint_every=1)
+    with pytest.raises(Crash):
+        train_project(db, "demo", options, on_event=crash_at_step_two)
+    unet_run = next(r for r in runs_of(db, "demo") if r.kind == "unet_finetune")
+    assert unet_run.status == "failed" and "Crash" in unet_run.error
+    steps = []
+    summary = train_project(db, "demo", TrainOptions(concept=FAST, unet=unet, resume=True, checkpoint_every=1),
+                            on_event=lambda e: steps.append(e.step) if e.kind == "unet-step" else None)
+    assert summary.unet_run_id == unet_run.id and steps == [2, 3]  # continued from the step-1 checkpoint
+    unet_run = next(r for r in runs_of(db, "demo") if r.kind == "unet_finetune")
+    assert (unet_run.status, unet_run.metrics["steps"]) == ("done", 3)

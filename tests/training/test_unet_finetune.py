@@ -76,3 +76,30 @@ def test_steps_for_epochs(make_categories):
     categories = make_categories(["cat", "dog"], images=3)
     # 6 images, global batch 2 × 2 processes = 4 → 2 epochs need ceil(12 / 4) = 3 steps
     assert steps_for_epochs(categories, 2, batch_size=2, world_size=2) == 3
+
+
+@pytest.mark.slow
+def test_state_dict_resume_equals_an_uninterrupted_finetune(tiny_model_dir, make_categories):
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    categories = make_categories(["cat", "dog"], images=2)
+    config = UnetFinetuneConfig(max_steps=2, batch_size=2, grad_accum=1, resolution=64, learning_rate=1e-4)
+
+    def fresh() -> UnetFinetuner:
+        model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
+        table = model.text_encoder.get_input_embeddings().weight
+        return UnetFinetuner(model, categories, {c.token: table[c.meta_token_id].detach().clone() for c in categories},
+                             config)
+
+    uninterrupted = fresh()
+    uninterrupted.run()
+    first = fresh()
+    first.step()
+    state = first.state_dict()
+    second = fresh()
+    second.load_state_dict(state)
+    second.run()
+    assert second.global_step == 2
+    expected = uninterrupted.finetuned_unet().state_dict()
+    for name, value in second.finetuned_unet().state_dict().items():
+        assert torch.equal(value, expected[name]), name
