@@ -247,6 +247,7 @@ def train_project(store, project_name: str, options: TrainOptions | None = None,
     """Stage 1 for the project's categories without a token (all with `retrain`), then stage 2 if asked.
 
     Every process of a launched run calls this with the same arguments. Returns this process's summary.
+    `model` (optional) is an already loaded base model for stage 1, which leaves its weights untouched.
     """
     options = options or TrainOptions()
     context = context or process_context(options.device)
@@ -281,7 +282,10 @@ def train_project(store, project_name: str, options: TrainOptions | None = None,
         if context.is_main and plan.run_id is not None:
             _finish_run(store, plan.run_id, images, context.world_size)
         if options.unet is not None:
-            loaded = loaded or _load_model(plan.base_model, context, options, model)
+            # Stage 2 trains the UNet in place, so it never borrows the caller's model: it loads its own
+            # copy of the base model (a finetune always starts from the base UNet).
+            own = model is None and loaded is not None
+            loaded = loaded if own else _load_model(plan.base_model, context, options, None)
             _run_stage2(store, project_name, plan, loaded, context, options, emit, summary)
         if options.export_dir is not None and context.is_main:
             _, _, embeddings = _categories_for(store, project_name, [])
