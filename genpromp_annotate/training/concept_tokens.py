@@ -5,8 +5,10 @@ lookup of the text encoder (`SplicedTokenEmbedding`): ids at or above the vocabu
 and read their row from the vectors of the categories in the batch. The text encoder's embedding matrix
 is never written, never resized and never handed to an optimizer, so every vocabulary row stays
 bit-identical by construction. The reference instead hands the whole matrix to AdamW, whose weight decay
-shrinks every row (the ImageNet run ends with all embeddings at ~0.27×); `restore_frozen_rows` is that
-repair for a whole-matrix loop, kept for the reference-style benchmark baseline.
+shrinks every row (the ImageNet run ends with all embeddings at ~0.27×); `restore_frozen_rows` is the
+repair for loops that do optimise the whole matrix (the splice needs none). Besides exactness, the
+splice saves the `(V, D)` gradient and the two `(V, D)` Adam moments: ~440 MB at SD v1's 49408 × 768
+(see bench/train.py).
 
 Many categories train in one UNet call: a step packs one batch (`batch_size` images) of each of up to
 `categories_per_step` categories. Each category has its own vector and its own AdamW; its loss is the
