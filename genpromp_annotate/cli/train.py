@@ -60,7 +60,8 @@ class _Progress:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images of one label per step [4].")
 @click.option("--grad-accum", type=click.IntRange(min=1), default=None, help="Forwards per token update [1].")
 @click.option("--categories-per-step", type=click.IntRange(min=1), default=None,
-              help="Labels trained together in one UNet call [8]; each still sees only its own images.")
+              help="Labels trained together in one UNet call [4], so the UNet batch is 4 × --batch-size; "
+                   "each label still sees only its own images.")
 @click.option("--resolution", type=int, default=None, help="Training image side in pixels, a multiple of 64 [512].")
 @click.option("--seed", type=int, default=None, help="Seed of augmentations, timesteps and noise [0].")
 @click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for memory in the UNet.")

@@ -58,7 +58,7 @@ class ConceptTrainingConfig:
     max_steps: int | None = None  # optimizer steps per category; replaces `epochs` when set
     batch_size: int = 4  # images of one category per forward
     grad_accum: int = 1  # forwards per optimizer step of a token
-    categories_per_step: int = 8  # categories packed into one UNet call
+    categories_per_step: int = 4  # categories packed into one UNet call (UNet batch = 4 × batch_size)
     learning_rate: float = 5e-5
     scale_lr: bool = True
     adam_beta1: float = 0.9
