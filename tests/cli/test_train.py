@@ -30,9 +30,21 @@ def test_train_project_trains_every_label_and_status_shows_it(tiny_model_dir, tm
         assert result.exit_code == 0, result.output
 
     result = runner.invoke(cli, db + ["train-project", "demo", "--steps", "2", "--batch-size", "2",
-                                      "--resolution", "64", "--export-tokens", str(tmp_path / "tokens")])
+                                      "--resolution", "64", "--categories-per-step", "2", "--lr", "1e-3",
+                                      "--no-scale-lr", "--seed", "3", "--export-tokens", str(tmp_path / "tokens")])
     assert result.exit_code == 0, result.output
     assert "run #1: trained 3 label(s)" in result.output
+    # the options end up in the run's recorded config
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.store.database import open_store
+
+    store = open_store(db[1])
+    with store.read() as session:
+        (run,) = q.get_project(session, "demo").runs
+        training = run.config["training"]
+    store.dispose()
+    assert (training["max_steps"], training["batch_size"], training["resolution"], training["categories_per_step"],
+            training["seed"], training["effective_lr"]) == (2, 2, 64, 2, 3, 1e-3)
     assert (tmp_path / "tokens" / "bird" / "learned_embeds.safetensors").is_file()
 
     status = runner.invoke(cli, db + ["status", "demo"])
