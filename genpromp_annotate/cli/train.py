@@ -110,7 +110,7 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
     from genpromp_annotate.cli.project import open_project_store
     from genpromp_annotate.training.concept_tokens import ConceptTrainingConfig
     from genpromp_annotate.training.distributed import process_context
-    from genpromp_annotate.training.runs import TrainEvent, TrainOptions, train_project
+    from genpromp_annotate.training.runs import TrainEvent, TrainOptions, train_project, unfinished_runs
     from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig
 
     concept = ConceptTrainingConfig().replace(
@@ -130,6 +130,10 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
     progress = _Progress(enabled=context.is_main)
     say = click.echo if context.is_main else (lambda *a, **k: None)
     world = f" on {context.world_size} processes" if context.world_size > 1 else ""
+    if not resume and context.is_main:
+        for run_id, kind in unfinished_runs(store, project):
+            click.echo(f"note: {kind} run #{run_id} did not finish (killed or failed); `train-project {project} "
+                       "--resume` continues it instead of starting over", err=True)
 
     def on_event(event: TrainEvent) -> None:
         if event.kind == "plan":

@@ -440,6 +440,20 @@ def _fail_runs(store, summary: TrainSummary, exc: BaseException) -> None:
         logger.exception("could not mark the training run failed")
 
 
+def unfinished_runs(store, project_name: str) -> list[tuple[int, str]]:
+    """(id, kind) of the project's runs that did not finish: killed, crashed, or still running elsewhere."""
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.store.models import TrainingRun
+
+    with store.read() as session:
+        project = q.get_project(session, project_name)
+        rows = session.execute(select(TrainingRun.id, TrainingRun.kind)
+                               .where(TrainingRun.project_id == project.id,
+                                      TrainingRun.status.in_(("running", "failed", "queued")))
+                               .order_by(TrainingRun.id)).all()
+    return [(int(run_id), str(kind)) for run_id, kind in rows]
+
+
 def stored_embedding(store, project_name: str, label: str) -> torch.Tensor | None:
     """The learned embedding of `label` in the store (None when untrained)."""
     from genpromp_annotate.store import queries as q

@@ -21,6 +21,7 @@ from genpromp_annotate.training.runs import (
     run_checkpoint_dir,
     stored_embedding,
     train_project,
+    unfinished_runs,
 )
 from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig
 
@@ -117,6 +118,7 @@ def test_resume_after_sigkill_keeps_finished_labels(db_url, make_project, tiny_m
     output = process.communicate(timeout=60)[0].decode(errors="replace")
     assert process.returncode == -signal.SIGKILL, f"the run was not killed in time:\n{output}"
     assert killed_with["cat"] == "trained" and "training" in killed_with.values()
+    assert unfinished_runs(store, "demo") == [(runs_of(store, "demo")[0].id, "concept_tokens")]
     (run,) = runs_of(store, "demo")
     assert run.status == "running" and run.finished_at is None  # SIGKILL leaves no chance to clean up
     cat_before = stored_embedding(store, "demo", "cat")
@@ -128,6 +130,7 @@ def test_resume_after_sigkill_keeps_finished_labels(db_url, make_project, tiny_m
     assert torch.equal(stored_embedding(store, "demo", "cat"), cat_before)
     (run,) = runs_of(store, "demo")
     assert (run.status, run.progress) == ("done", 1.0)
+    assert unfinished_runs(store, "demo") == []
 
     # The resumed result equals an uninterrupted run of the stored config (same seeded draws). Tolerance:
     # the killed process ran with 1 thread, this one may use more, so float sums may be ordered differently.
