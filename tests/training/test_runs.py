@@ -124,8 +124,14 @@ def test_resume_after_sigkill_keeps_finished_labels(db_url, make_project, tiny_m
     cat_before = stored_embedding(store, "demo", "cat")
 
     config = ConceptTrainingConfig(resolution=64, batch_size=1, max_steps=8, learning_rate=5e-3, categories_per_step=1)
-    summary = train_project(store, "demo", TrainOptions(concept=FAST, resume=True), model=tiny_model)
-    assert summary.run_id == run.id and "cat" not in summary.trained  # finished labels are not trained again
+    # `train-project --resume` as a user types it; the run's stored settings win over the command line's.
+    from click.testing import CliRunner
+
+    from genpromp_annotate.cli import cli
+
+    result = CliRunner().invoke(cli, ["--db", db_url, "train-project", "demo", "--resume", "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"run #{run.id}: trained 2 label(s)" in result.output  # dog and bird; cat is not trained again
     assert states_of(store, "demo") == {"cat": "trained", "dog": "trained", "bird": "trained"}
     assert torch.equal(stored_embedding(store, "demo", "cat"), cat_before)
     (run,) = runs_of(store, "demo")
