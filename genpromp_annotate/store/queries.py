@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import torch
 from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from genpromp_annotate.errors import StoreError, UnknownLabelError
@@ -325,11 +326,20 @@ def record_model_version(session: Session, project: Project, parts: ModelVersion
     """The model_versions row of `parts` (created on first use)."""
     row = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
                                                     ModelVersion.name == parts.name))
-    if row is None:
-        row = ModelVersion(project_id=project.id, name=parts.name, base_model=parts.base_model,
-                           tokens_digest=parts.tokens_digest, unet=parts.unet, settings_key=parts.settings_key)
-        session.add(row)
-        session.flush()
+    if row is not None:
+        return row
+    row = ModelVersion(project_id=project.id, name=parts.name, base_model=parts.base_model,
+                       tokens_digest=parts.tokens_digest, unet=parts.unet, settings_key=parts.settings_key)
+    try:
+        # A savepoint: another process may record the same version between our SELECT and INSERT
+        # (PostgreSQL runs both transactions at once); then its row is the one to use.
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        row = session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id,
+                                                        ModelVersion.name == parts.name))
+        if row is None:
+            raise
     return row
 
 

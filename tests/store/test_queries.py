@@ -95,6 +95,39 @@ def test_record_model_version_stores_its_parts_once(db):
         assert first.id == again.id and first.name == parts.name and first.unet == "base"
 
 
+def test_two_writers_recording_the_same_version_share_one_row(db):
+    # Writer A records the version and holds its transaction open; writer B, in another thread, records
+    # the same version meanwhile. On PostgreSQL B's INSERT waits for A and then hits the unique key;
+    # on SQLite B waits for the write lock. Either way both end up with A's row and no error.
+    import threading
+
+    _seed(db, 0)
+    parts = model_version_for("/m", "none", None, "paper|tau0.25")
+    a_inserted, results, errors = threading.Event(), {}, []
+
+    def writer_b():
+        try:
+            a_inserted.wait(10)
+            with db.write() as s:
+                results["b"] = q.record_model_version(s, q.get_project(s, "p"), parts).id
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer_b)
+    thread.start()
+    with db.write() as s:
+        results["a"] = q.record_model_version(s, q.get_project(s, "p"), parts).id
+        a_inserted.set()
+        thread.join(0.5)  # give B time to reach its INSERT (or the lock) while A is still open
+    thread.join(30)
+    assert not errors, errors
+    assert results["a"] == results["b"]
+    with db.read() as s:
+        from genpromp_annotate.store.models import ModelVersion
+
+        assert s.scalar(select(func.count()).select_from(ModelVersion)) == 1
+
+
 def test_claims_never_overlap_and_done_images_are_not_pending(db):
     _seed(db, 6)
     with db.write() as s:
