@@ -1,1 +1,1 @@
-"""The Label Studio ML backend of genpromp-annotate (SPEC §8): `python -m backend` or `genpromp-annotate serve`."""
+"""The Label Studio ML backend of genpromp-annotate (method §8): `python -m backend` or `genpromp-annotate serve`."""

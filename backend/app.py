@@ -1,4 +1,4 @@
-"""The HTTP contract of a Label Studio ML backend (SPEC §8): /health, /setup, /predict, /webhook, /metrics.
+"""The HTTP contract of a Label Studio ML backend (method §8): /health, /setup, /predict, /webhook, /metrics.
 
 Inference runs in a thread pool so that the event loop keeps answering /health (1 s limit) and /setup
 (3 s limit) while a /predict batch is on the UNet; webhook work runs in a background thread and the

@@ -1,5 +1,5 @@
 """Label Studio label config → what the backend predicts: the RectangleLabels/Image pair, the mapping of
-Label Studio label values to project categories, and the per-project settings (SPEC §8)."""
+Label Studio label values to project categories, and the per-project settings (method §8)."""
 
 from __future__ import annotations
 

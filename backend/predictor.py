@@ -1,4 +1,4 @@
-"""Label Studio tasks → engine calls → one result per task, batched inside one /predict call (SPEC §8)."""
+"""Label Studio tasks → engine calls → one result per task, batched inside one /predict call (method §8)."""
 
 from __future__ import annotations
 

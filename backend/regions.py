@@ -1,4 +1,4 @@
-"""Pixel boxes ↔ Label Studio rectangle regions (percent of the image, top-left anchor; SPEC §8)."""
+"""Pixel boxes ↔ Label Studio rectangle regions (percent of the image, top-left anchor; method §8)."""
 
 from __future__ import annotations
 

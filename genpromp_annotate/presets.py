@@ -11,13 +11,13 @@ from genpromp_annotate.errors import ConfigError
 
 @dataclass(frozen=True)
 class LocalizeConfig:
-    """Inference settings. Defaults are the paper's (SPEC §3–4, ImageNet threshold)."""
+    """Inference settings. Defaults are the paper's (method §3–4, ImageNet threshold)."""
 
-    omega: float = 0.6  # f_c = ω·f_r + (1−ω)·f_d (SPEC §1)
-    timesteps: tuple[int, ...] = (0, 99)  # SPEC §4 step 3
-    resolutions: tuple[int, ...] = (8, 16)  # query sides whose maps are used (SPEC §4 step 5)
-    threshold: float = 0.25  # τ: 0.25 ImageNet, 0.23 CUB (SPEC §4 step 8)
-    image_size: int = 512  # SPEC §4 step 1
+    omega: float = 0.6  # f_c = ω·f_r + (1−ω)·f_d (method §1)
+    timesteps: tuple[int, ...] = (0, 99)  # method §4 step 3
+    resolutions: tuple[int, ...] = (8, 16)  # query sides whose maps are used (method §4 step 5)
+    threshold: float = 0.25  # τ: 0.25 ImageNet, 0.23 CUB (method §4 step 8)
+    image_size: int = 512  # method §4 step 1
     add_noise: bool = True  # False = the paper's Table 8 "no noise" ablation
     latent: str = "sample"  # "sample" (the paper) or "mean" (deterministic posterior mean)
     seed: int = 0
@@ -55,10 +55,10 @@ class LocalizeConfig:
 
 
 PRESETS: dict[str, LocalizeConfig] = {
-    # SPEC §4: ImageNet threshold; the default.
+    # method §4: ImageNet threshold; the default.
     "paper": LocalizeConfig(preset="paper"),
     "imagenet-paper": LocalizeConfig(threshold=0.25, preset="imagenet-paper"),
-    # SPEC §4 step 8: CUB uses τ = 0.23.
+    # method §4 step 8: CUB uses τ = 0.23.
     "cub-paper": LocalizeConfig(threshold=0.23, preset="cub-paper"),
     # Beyond the paper: several instances per image, deterministic latents.
     "multi-instance": LocalizeConfig(multi_box=True, latent="mean", preset="multi-instance"),

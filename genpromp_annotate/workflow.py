@@ -57,7 +57,7 @@ def config_for_project(project: Project) -> LocalizeConfig:
 
 # ---- categories -----------------------------------------------------------------------------------------
 def add_labels(store: Store, project_name: str, names: Sequence[str], tokenizer: Any) -> list[Category]:
-    """Add categories with their meta token (SPEC §2, computed with `tokenizer`) and concept token name."""
+    """Add categories with their meta token (method §2, computed with `tokenizer`) and concept token name."""
     added = []
     with store.write() as session:
         project = q.get_project(session, project_name)

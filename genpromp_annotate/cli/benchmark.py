@@ -149,7 +149,7 @@ def _unet_id(path: Path) -> str:
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Class names, one per line in label-id order (the wsol layout has none; `wnid names` lines work).")
 @click.option("--meta-word", default=None,
-              help="Force this meta word (f_d) for every class; default `bird` for cub (SPEC §2), the meta-token "
+              help="Force this meta word (f_d) for every class; default `bird` for cub (docs/method.md §2), the meta-token "
                    f"rule otherwise; `{AUTO_META}` = the rule.")
 @click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True,
               help="CUB split.")
@@ -224,7 +224,7 @@ def benchmark_command(layout: str, root: Path, image_root: Path | None, model_so
         missing = [r.prediction_name for r in records if r.prediction_name not in scores]
         if missing:
             raise DatasetLayoutError(f"{classifier_file}: no prediction for {len(missing)} image(s), e.g. "
-                                     f"{missing[0]!r} (keys are {layout} image names as in SPEC §6)")
+                                     f"{missing[0]!r} (keys are {layout} image names as in docs/method.md §6)")
 
     # 2. what produces the maps → the maps version → the cache
     word = meta_word if meta_word is not None else ("bird" if layout == "cub" else AUTO_META)

@@ -88,7 +88,7 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
                           checkpoint_every: int, finetune_unet: bool, unet_steps: int | None,
                           unet_lr: float | None, unet_batch_size: int | None, no_select_unet: bool,
                           export_tokens: Path | None, device: str | None, dtype: str | None) -> None:
-    """Learn one concept token per label of PROJECT (SPEC §5); optionally finetune the UNet.
+    """Learn one concept token per label of PROJECT (docs/method.md §5); optionally finetune the UNet.
 
     Trains the labels that have no token yet (all with --retrain) on the project's images: Stable
     Diffusion frozen, each token initialised from its meta token, the paper's augmentations, AdamW and

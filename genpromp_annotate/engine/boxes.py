@@ -1,4 +1,4 @@
-"""Map → boxes (SPEC §4 step 8): threshold, contours, largest (or all), a score, original pixels."""
+"""Map → boxes (method §4 step 8): threshold, contours, largest (or all), a score, original pixels."""
 
 from __future__ import annotations
 

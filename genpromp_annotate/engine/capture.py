@@ -1,6 +1,6 @@
 """Cross-attention capture: keep only the category token's column, on the selected layers only.
 
-Layers are chosen by the spatial size of their query (SPEC §4 step 5), found once per UNet by a probe
+Layers are chosen by the spatial size of their query (method §4 step 5), found once per UNet by a probe
 forward at a small latent, so other SD layouts and input sizes work without a hard-coded name list.
 """
 

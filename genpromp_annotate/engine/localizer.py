@@ -84,7 +84,7 @@ class Localizer:
         return self._categories[label]
 
     def set_meta_word(self, label: str, word: str) -> int:
-        """Use `word` as the label's meta token (f_d) instead of the SPEC §2 rule, e.g. `bird` for every CUB
+        """Use `word` as the label's meta token (f_d) instead of the method §2 rule, e.g. `bird` for every CUB
         class. The word must be one token of the vocabulary. Returns its token id."""
         ids = self.model.tokenizer(word, add_special_tokens=False).input_ids
         if len(ids) != 1:

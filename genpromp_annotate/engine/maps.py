@@ -1,4 +1,4 @@
-"""Captured attention columns → one normalised map per image (SPEC §4 steps 6–7)."""
+"""Captured attention columns → one normalised map per image (method §4 steps 6–7)."""
 
 from __future__ import annotations
 

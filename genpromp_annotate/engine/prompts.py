@@ -1,4 +1,4 @@
-"""The 7-template ensemble, f_d and f_r, the ω mix, and a per-category embedding cache (SPEC §3)."""
+"""The 7-template ensemble, f_d and f_r, the ω mix, and a per-category embedding cache (method §3)."""
 
 from __future__ import annotations
 

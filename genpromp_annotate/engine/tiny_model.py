@@ -174,7 +174,7 @@ def build_sd_v1_components(widths: SDV1Widths = TINY, seed: int = 0) -> dict[str
         scaling_factor=0.18215,
     )
 
-    # SD v1's training schedule (SPEC §4 step 3).
+    # SD v1's training schedule (method §4 step 3).
     scheduler = DDPMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,

@@ -1,4 +1,4 @@
-"""The meta-token rule (SPEC §2) and concept tokens added to the tokenizer and the text encoder."""
+"""The meta-token rule (method §2) and concept tokens added to the tokenizer and the text encoder."""
 
 from __future__ import annotations
 

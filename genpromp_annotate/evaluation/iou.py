@@ -1,4 +1,4 @@
-"""Inclusive-pixel IoU (SPEC §6) and the box-convention checks.
+"""Inclusive-pixel IoU (method §6) and the box-convention checks.
 
 The WSOL benchmarks read every box `[x1, y1, x2, y2]` as covering pixels `x1 … x2` inclusive:
 `w = min(x2) − max(x1) + 1`, area `(x2 − x1 + 1)·(y2 − y1 + 1)`. Boxes produced as `[x, y, x+w, y+h]`

@@ -1,4 +1,4 @@
-"""Readers for the WSOL benchmark layouts (SPEC §7) and for classifier predictions.
+"""Readers for the WSOL benchmark layouts (method §7) and for classifier predictions.
 
 Each layout reader returns a list of EvalRecord in file order. GT boxes are `[x1, y1, x2, y2]` floats in
 original pixels as the files hold them; label ids are 0-based (CUB's 1-based ids are shifted), the
@@ -33,7 +33,7 @@ class EvalRecord:
         label_name: the class name when the layout has one.
         gt_boxes: `(K, 4)` float64 `[x1, y1, x2, y2]`, original pixels.
         size: `(width, height)` when the layout records it, else None.
-        prediction_name: the key of this image in a classifier predictions JSON (SPEC §6).
+        prediction_name: the key of this image in a classifier predictions JSON (method §6).
     """
 
     image_id: str

@@ -1,4 +1,4 @@
-"""GT-known / Top-1 / Top-5 localization accuracy and the error breakdown (SPEC §6).
+"""GT-known / Top-1 / Top-5 localization accuracy and the error breakdown (method §6).
 
 One box per image (the box of the image's own label, in the 512 frame the engine works in) is compared
 with the image's GT boxes rescaled into that frame. IoU is inclusive-pixel (`iou.py`); several GT boxes:

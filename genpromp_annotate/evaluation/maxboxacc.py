@@ -1,4 +1,4 @@
-"""MaxBoxAcc and MaxBoxAccV2 (Choe et al., CVPR 2020) as SPEC §6 fixes them, and a threshold sweep.
+"""MaxBoxAcc and MaxBoxAccV2 (Choe et al., CVPR 2020) as method §6 fixes them, and a threshold sweep.
 
 MaxBoxAccEvaluator follows the wsolevaluation conventions:
 - each map is resized to 224×224 (bicubic) and min-max normalised (bicubic overshoots [0, 1], and
@@ -193,7 +193,7 @@ def best_threshold(maps: Sequence[np.ndarray], gt_boxes: Sequence[object],
     Args:
         maps: `(S, S)` float maps in [0, 1], as `Localizer.localize(..., keep_maps=True)` returns in `map_512`.
         gt_boxes: per image `(K, 4)` boxes; original pixels when `image_sizes` is given (rescaled into the
-            S frame by SPEC §6's rule), otherwise already in the map's frame.
+            S frame by method §6's rule), otherwise already in the map's frame.
         image_sizes: per image `(width, height)`.
         thresholds: the τ grid, default `np.arange(0, 1, 0.01)`.
         multi_box, min_area_fraction: as `boxes_from_map` (the image's best box counts).

@@ -16,7 +16,7 @@ from genpromp_annotate.evaluation.loc_metrics import ERROR_KINDS, LocSummary
 from genpromp_annotate.evaluation.map_cache import write_atomic
 from genpromp_annotate.evaluation.maxboxacc import MaxBoxAccResult
 
-# SPEC §5: CUB with learned tokens and the original UNet; ImageNet with tokens and the finetuned UNet;
+# method §5: CUB with learned tokens and the original UNet; ImageNet with tokens and the finetuned UNet;
 # Top-1/Top-5 with EfficientNet-B7 predictions. They need real Stable Diffusion weights and trained tokens.
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "cub": {"top1_loc": 87.0, "top5_loc": 96.1, "gt_known_loc": 98.0},

@@ -1,4 +1,4 @@
-"""Box table → a JSON list of Label Studio tasks, each with its boxes as predictions (SPEC §8 regions).
+"""Box table → a JSON list of Label Studio tasks, each with its boxes as predictions (method §8 regions).
 
 A task is `{"data": {"image": uri, "label": category}, "predictions": [prediction, ...]}` with one
 prediction per model_version of the image's boxes:

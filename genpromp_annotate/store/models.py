@@ -94,7 +94,7 @@ class Category(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(500))  # e.g. "goldfish, Carassius auratus"
-    meta_token: Mapped[str] = mapped_column(String(100))  # SPEC §2, computed with the base model's tokenizer
+    meta_token: Mapped[str] = mapped_column(String(100))  # method §2, computed with the base model's tokenizer
     meta_token_id: Mapped[int | None] = mapped_column(Integer, default=None)
     concept_token: Mapped[str] = mapped_column(String(200))  # e.g. "<goldfish>"
     # The learned input embedding of the concept token: raw bytes + dtype name + shape (e.g. [768]).

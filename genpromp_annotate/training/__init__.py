@@ -1,1 +1,1 @@
-"""Training: stage 1 learns one concept token per category, stage 2 optionally finetunes the UNet (SPEC §5)."""
+"""Training: stage 1 learns one concept token per category, stage 2 optionally finetunes the UNet (method §5)."""

@@ -1,4 +1,4 @@
-"""Stage 1: learn one concept token per category with Stable Diffusion frozen (SPEC §5).
+"""Stage 1: learn one concept token per category with Stable Diffusion frozen (method §5).
 
 Design: the trainable parameters are small `(D,)` vectors, one per category, spliced into the token
 lookup of the text encoder (`SplicedTokenEmbedding`): ids at or above the vocabulary size are "virtual"
@@ -47,7 +47,7 @@ logger = get_logger(__name__)
 
 @dataclass(frozen=True)
 class ConceptTrainingConfig:
-    """Stage-1 settings; defaults are the paper's (SPEC §5).
+    """Stage-1 settings; defaults are the paper's (method §5).
 
     The learning rate is per image: the rate used is `learning_rate × batch_size × grad_accum` (the
     number of images behind one update of a token) when `scale_lr`, as the reference scales by its total
@@ -269,7 +269,7 @@ class ConceptTrainer:
 
     # ---- categories entering and leaving the pack ------------------------------------------------
     def initial_vector(self, category: CategoryImages) -> torch.Tensor:
-        """The meta token's input-embedding row, `(D,)` float32 (SPEC §5: f_r starts at f_d's token)."""
+        """The meta token's input-embedding row, `(D,)` float32 (method §5: f_r starts at f_d's token)."""
         return self._table.weight[category.meta_token_id].detach().float().clone()
 
     def _activate(self, category: CategoryImages, vector: torch.Tensor | None = None) -> _Active:

@@ -1,4 +1,4 @@
-"""Training samples — (image path, category, template) — and the paper's augmentations (SPEC §5).
+"""Training samples — (image path, category, template) — and the paper's augmentations (method §5).
 
 Augmentations: straight resize to the training resolution (bicubic), random horizontal flip, colour
 jitter 0.1 on brightness, contrast, saturation and hue. The jitter is written with PIL (ImageEnhance and

@@ -1,4 +1,4 @@
-"""Stage 2 (optional): finetune the whole UNet on `0.5·f_r + 0.5·f_d` with the tokens frozen (SPEC §5).
+"""Stage 2 (optional): finetune the whole UNet on `0.5·f_r + 0.5·f_d` with the tokens frozen (method §5).
 
 Data are sharded over processes: every optimizer step takes one global batch of
 `batch_size × world_size` samples from a seeded stream over all (category, image) pairs; rank r takes

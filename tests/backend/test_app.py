@@ -1,4 +1,4 @@
-"""Contract tests of the HTTP endpoints (SPEC §8) with the real tiny model behind them."""
+"""Contract tests of the HTTP endpoints (method §8) with the real tiny model behind them."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def test_init_with_labels_from_options_and_a_file_and_settings(run, tiny_model_d
     assert "project 'fish' created" in out and "labels:   3" in out and "tau0.23" in out and "w0.5" in out
     listing = run("labels", "fish")
     rows = [line.split() for line in listing.splitlines()[1:]]
-    # meta tokens by the SPEC §2 rule: tench → sub-word "ch"; "electric ray, …" → "ray"
+    # meta tokens by the method §2 rule: tench → sub-word "ch"; "electric ray, …" → "ray"
     assert [r[-4] for r in rows] == ["ch", "goldfish", "ray"]
     assert [r[-3] for r in rows] == ["<tench>", "<goldfish>", "<electric-ray>"]
     assert all(r[-2:] == ["untrained", "0"] for r in rows)

@@ -1,4 +1,4 @@
-"""Localizer.set_meta_word: a forced meta word (CUB's `bird`) replaces the SPEC §2 rule for f_d."""
+"""Localizer.set_meta_word: a forced meta word (CUB's `bird`) replaces the method §2 rule for f_d."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The meta-token rule (SPEC §2) on the 1000 ImageNet class strings, concept tokens, token files."""
+"""The meta-token rule (method §2) on the 1000 ImageNet class strings, concept tokens, token files."""
 
 from collections import Counter
 from pathlib import Path

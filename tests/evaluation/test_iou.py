@@ -1,4 +1,4 @@
-"""Inclusive-pixel IoU: SPEC §6 golden value, vectorisation, convention checks."""
+"""Inclusive-pixel IoU: method §6 golden value, vectorisation, convention checks."""
 
 from __future__ import annotations
 

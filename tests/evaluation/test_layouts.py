@@ -1,4 +1,4 @@
-"""Benchmark layout readers (SPEC §7) on small fixture folders, and the classifier predictions reader."""
+"""Benchmark layout readers (method §7) on small fixture folders, and the classifier predictions reader."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_imagenet_val(imagenet_lists, tmp_path):
     records = read_imagenet_val(mapping, val, image_root=tmp_path / "val")
     assert [r.label for r in records] == [0, 1]
     assert records[0].label_name == "tench, Tinca tinca"
-    assert records[0].prediction_name == "n01440764/ILSVRC2012_val_00000293"  # no extension (SPEC §6)
+    assert records[0].prediction_name == "n01440764/ILSVRC2012_val_00000293"  # no extension (method §6)
     assert records[0].path == tmp_path / "val/n01440764/ILSVRC2012_val_00000293.JPEG"
     np.testing.assert_array_equal(records[1].gt_boxes, [[10, 20, 30, 40], [50, 60, 70, 80]])
 

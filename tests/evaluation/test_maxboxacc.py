@@ -1,4 +1,4 @@
-"""MaxBoxAcc / MaxBoxAccV2 conventions (SPEC §6) and the 512-frame threshold sweep."""
+"""MaxBoxAcc / MaxBoxAccV2 conventions (method §6) and the 512-frame threshold sweep."""
 
 from __future__ import annotations
 

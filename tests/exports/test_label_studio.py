@@ -1,4 +1,4 @@
-"""Label Studio writer: SPEC §8 regions, validated by the SDK and converted by its COCO converter."""
+"""Label Studio writer: method §8 regions, validated by the SDK and converted by its COCO converter."""
 
 from __future__ import annotations
 
