@@ -7,40 +7,19 @@ from typing import Any
 
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.errors import LabelConfigError
-
-
-def _clip_percent(value: float) -> float:
-    return min(max(value, 0.0), 100.0)
+from genpromp_annotate.exports.label_studio import rectangle_region
 
 
 def region_from_box(box: Box, width: int, height: int, label: str, from_name: str, to_name: str) -> dict[str, Any]:
-    """One `rectanglelabels` region for a box in original pixels of a `width × height` image.
+    """One `rectanglelabels` region (with a region id) for a box in original pixels of a `width × height` image.
 
     Box `x2`/`y2` are one past the last pixel, so `(x2 − x1) / W · 100` is exactly the covered share
     of the width; Label Studio's COCO export multiplies back by `original_width` and gets the pixels.
     """
     if width <= 0 or height <= 0:
         raise LabelConfigError(f"image size must be positive to place a region, got {width}×{height}")
-    x = _clip_percent(box.x1 / width * 100.0)
-    y = _clip_percent(box.y1 / height * 100.0)
-    return {
-        "id": uuid.uuid4().hex[:10],
-        "from_name": from_name,
-        "to_name": to_name,
-        "type": "rectanglelabels",
-        "original_width": int(width),
-        "original_height": int(height),
-        "image_rotation": 0,
-        "value": {
-            "x": x,
-            "y": y,
-            "width": _clip_percent(box.x2 / width * 100.0) - x,
-            "height": _clip_percent(box.y2 / height * 100.0) - y,
-            "rotation": 0,
-            "rectanglelabels": [label],
-        },
-        "score": float(box.score),
-    }
+    region = rectangle_region(box.x1, box.y1, box.x2, box.y2, label, box.score, width, height, from_name, to_name)
+    return {"id": uuid.uuid4().hex[:10], **region}
 
 
 def box_from_region(region: dict[str, Any], width: int | None = None, height: int | None = None) -> tuple[str, Box]:

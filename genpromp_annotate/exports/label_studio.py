@@ -19,17 +19,19 @@ import pandas as pd
 from genpromp_annotate.exports.table import ExportBox, ExportImage, category_names, group_by_image
 
 
-def region_from_box(box: ExportBox, width: int, height: int, from_name: str = "label",
-                    to_name: str = "image") -> dict:
-    """One Label Studio rectangle region of a box in original pixels (x2/y2 one past the last pixel).
+def rectangle_region(x1: float, y1: float, x2: float, y2: float, label: str, score: float, width: int, height: int,
+                     from_name: str = "label", to_name: str = "image") -> dict:
+    """One Label Studio `rectanglelabels` region of a box in original pixels (x2/y2 one past the last pixel).
 
-    `x, y, width, height` are percent of the image size: a 200×100 image with box 20,10→120,60 gives
-    x = 20/200·100 = 10, y = 10/100·100 = 10, width = 100/200·100 = 50, height = 50/100·100 = 50.
+    The one place regions are built (exports and the ML backend). `x, y, width, height` are percent of
+    the image size: a 200×100 image with box 20,10→120,60 gives x = 20/200·100 = 10,
+    y = 10/100·100 = 10, width = 100/200·100 = 50, height = 50/100·100 = 50.
     """
-    x, y = box.x1 / width * 100.0, box.y1 / height * 100.0
+    x = min(max(x1 / width * 100.0, 0.0), 100.0)
+    y = min(max(y1 / height * 100.0, 0.0), 100.0)
     # x + width may round to 100.00000000000001 (e.g. x1 = 1, x2 = 3 of a 3 px image); keep it inside the image
-    w = min((box.x2 - box.x1) / width * 100.0, 100.0 - x)
-    h = min((box.y2 - box.y1) / height * 100.0, 100.0 - y)
+    w = min(max((x2 - x1) / width * 100.0, 0.0), 100.0 - x)
+    h = min(max((y2 - y1) / height * 100.0, 0.0), 100.0 - y)
     return {
         "from_name": from_name,
         "to_name": to_name,
@@ -37,16 +39,15 @@ def region_from_box(box: ExportBox, width: int, height: int, from_name: str = "l
         "original_width": int(width),
         "original_height": int(height),
         "image_rotation": 0,
-        "value": {
-            "x": x,
-            "y": y,
-            "width": w,
-            "height": h,
-            "rotation": 0,
-            "rectanglelabels": [box.label],
-        },
-        "score": box.score,
+        "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": [label]},
+        "score": float(score),
     }
+
+
+def region_from_box(box: ExportBox, width: int, height: int, from_name: str = "label",
+                    to_name: str = "image") -> dict:
+    """The region of one exported box."""
+    return rectangle_region(box.x1, box.y1, box.x2, box.y2, box.label, box.score, width, height, from_name, to_name)
 
 
 def task_from_image(image: ExportImage, from_name: str = "label", to_name: str = "image",
