@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from genpromp_annotate.atomic_files import write_text_atomic
 from genpromp_annotate.log import get_logger
 
 logger = get_logger(__name__)
@@ -59,12 +59,8 @@ class SetupRegistry:
             self._entries[ls_project] = entry
         path = self._file(ls_project)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             public = {k: v for k, v in asdict(entry).items() if k != "access_token"}
-            # write-then-rename: another worker never reads half a file
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-                json.dump(public, handle)
-            os.replace(handle.name, path)
+            write_text_atomic(path, json.dumps(public))  # another worker never reads half a file
         return entry
 
     def get(self, ls_project: str | int | None) -> SetupEntry | None:

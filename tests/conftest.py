@@ -23,8 +23,8 @@ def pytest_report_header(config) -> list[str]:
 
     postgres = os.environ.get("GENPROMP_TEST_POSTGRES_URL") or "not set (PostgreSQL cases skip)"
     return [
-        f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}, "
-        f"sqlalchemy {sqlalchemy.__version__}",
+        (f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}, "
+         f"sqlalchemy {sqlalchemy.__version__}"),
         f"GENPROMP_TEST_POSTGRES_URL: {postgres}",
     ]
 

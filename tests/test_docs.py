@@ -14,7 +14,7 @@ COMMANDS = list(walk_commands(cli))
 
 
 def _readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README.split("## The two commands", 1)[1], flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", README.split("## The two commands", 1)[1], flags=re.DOTALL)
     return [block.strip() for block in blocks[:2]]
 
 

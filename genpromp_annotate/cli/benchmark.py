@@ -194,6 +194,7 @@ def benchmark_command(layout: str, root: Path, image_root: Path | None, model_so
     """
     from tqdm import tqdm
 
+    from genpromp_annotate.atomic_files import write_text_atomic
     from genpromp_annotate.engine.boxes import boxes_from_map
     from genpromp_annotate.evaluation.layouts import DatasetLayoutError, read_class_predictions
     from genpromp_annotate.evaluation.loc_metrics import LocEvaluator
@@ -204,7 +205,6 @@ def benchmark_command(layout: str, root: Path, image_root: Path | None, model_so
         report_markdown,
         report_table,
         write_report_json,
-        write_text_atomic,
     )
 
     config = config_from_options(**pop_engine_options(kwargs))

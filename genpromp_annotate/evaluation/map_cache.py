@@ -20,17 +20,15 @@ file, then rename), so a killed run leaves only whole maps behind.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 import numpy as np
 
+from genpromp_annotate.atomic_files import write_atomic
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.presets import LocalizeConfig
@@ -75,21 +73,6 @@ def _relative_id(image_id: str) -> PurePosixPath:
     if not image_id or rel.is_absolute() or ".." in rel.parts:
         raise ConfigError(f"map cache: image id {image_id!r} must be a relative path without '..'")
     return rel
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temporary file beside `path`, fsync, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 class MapCache:

@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from genpromp_annotate.atomic_files import write_text_atomic
 from genpromp_annotate.evaluation.loc_metrics import ERROR_KINDS, LocSummary
-from genpromp_annotate.evaluation.map_cache import write_atomic
 from genpromp_annotate.evaluation.maxboxacc import MaxBoxAccResult
 
 # method §5: CUB with learned tokens and the original UNet; ImageNet with tokens and the finetuned UNet;
@@ -123,13 +123,6 @@ def report_markdown(report: Mapping) -> str:
     if report["failed"]:
         lines += ["## Failed images", ""] + [f"- `{f['image_id']}`: {f['error']}" for f in report["failed"]] + [""]
     return "\n".join(lines)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` (UTF-8) to `path` through a temporary file and a rename."""
-    path = Path(path)
-    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
-    return path
 
 
 def write_report_json(report: Mapping, path: Path) -> Path:

@@ -8,12 +8,12 @@ or the new one, never half of one.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from genpromp_annotate.atomic_files import write_atomic
 from genpromp_annotate.engine.tokens import read_learned_embeds, write_learned_embeds
 from genpromp_annotate.errors import ConfigError, TokenFileError
 from genpromp_annotate.log import get_logger
@@ -24,26 +24,11 @@ CHECKPOINT_FORMAT = 1
 LEARNED_EMBEDS_FILE = "learned_embeds.safetensors"
 
 
-def atomic_write_bytes(path: Path, write: Any) -> Path:
-    """Call `write(file_object)` on a temporary file beside `path`, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any], kind: str = "concept-tokens") -> Path:
     """Atomically write `state` (e.g. `ConceptTrainer.state_dict()`) to `path`."""
     payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "state": state}
-    target = atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+    target = write_atomic(Path(path), lambda f: torch.save(payload, f))
     logger.debug("checkpoint written to %s", target)
     return target
 
@@ -95,14 +80,13 @@ def export_learned_embeds(path: str | os.PathLike[str], embeddings: dict[str, to
     if len(set(targets)) != len(targets):
         raise TokenFileError(f"{target}: two tokens map to the same file name ({', '.join(embeddings)})")
     for file, (token, vector) in zip(targets, embeddings.items()):
-        tensors = {token: vector.detach().reshape(1, -1).float().contiguous().cpu()}
-        atomic_write_bytes(file, lambda f, tensors=tensors: f.write(save(tensors)))
+        data = save({token: vector.detach().reshape(1, -1).float().contiguous().cpu()})
+        write_atomic(file, lambda f, data=data: f.write(data))
     return targets
 
 
 __all__ = [
     "LEARNED_EMBEDS_FILE",
-    "atomic_write_bytes",
     "export_learned_embeds",
     "load_checkpoint",
     "read_learned_embeds",

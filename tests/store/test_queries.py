@@ -110,7 +110,7 @@ def test_two_writers_recording_the_same_version_share_one_row(db):
             a_inserted.wait(10)
             with db.write() as s:
                 results["b"] = q.record_model_version(s, q.get_project(s, "p"), parts).id
-        except Exception as exc:  # surfaced by the assertion below
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
 
     thread = threading.Thread(target=writer_b)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from genpromp_annotate.atomic_files import write_atomic
 from genpromp_annotate.errors import ConfigError, TokenFileError
 from genpromp_annotate.training.checkpoints import (
-    atomic_write_bytes,
     export_learned_embeds,
     load_checkpoint,
     read_learned_embeds,
@@ -33,7 +33,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        atomic_write_bytes(path, crash)
+        write_atomic(path, crash)
     assert load_checkpoint(path)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
 
