@@ -8,8 +8,9 @@ or the new one, never half of one.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -81,8 +82,13 @@ def export_learned_embeds(path: str | os.PathLike[str], embeddings: dict[str, to
         raise TokenFileError(f"{target}: two tokens map to the same file name ({', '.join(embeddings)})")
     for file, (token, vector) in zip(targets, embeddings.items()):
         data = save({token: vector.detach().reshape(1, -1).float().contiguous().cpu()})
-        write_atomic(file, lambda f, data=data: f.write(data))
+        write_atomic(file, partial(_write_bytes, data))
     return targets
+
+
+
+def _write_bytes(data: bytes, file: BinaryIO) -> None:
+    file.write(data)
 
 
 __all__ = [
