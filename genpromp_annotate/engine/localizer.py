@@ -53,6 +53,7 @@ class _Category:
     concept_token: str | None = None
     concept_token_id: int | None = None
     concept_digest: str | None = None
+    forced_meta_word: bool = False  # set_meta_word replaced the rule's choice
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Localizer:
             raise ConfigError(f"meta word {word!r} for {label!r} encodes to {len(ids)} tokens, expected exactly 1; "
                               "choose a word of the tokenizer's vocabulary")
         cat = self.category(label)
-        cat.meta_token_id, cat.meta_word = int(ids[0]), word
+        cat.meta_token_id, cat.meta_word, cat.forced_meta_word = int(ids[0]), word, True
         self._prompts.invalidate(label)
         return cat.meta_token_id
 
@@ -107,9 +108,13 @@ class Localizer:
 
     @property
     def tokens_digest(self) -> str:
-        """Digest of every concept embedding in use: part of a model version."""
+        """Digest of every concept embedding (and forced meta word) in use: part of a model version."""
         items = sorted((c.label, c.concept_digest or "") for c in self._categories.values() if c.concept_digest)
-        return hashlib.sha256(repr(items).encode()).hexdigest()[:12] if items else "none"
+        forced = sorted((c.label, c.meta_word) for c in self._categories.values() if c.forced_meta_word)
+        if not items and not forced:
+            return "none"
+        # forced meta words only enter the digest when present, so digests without them stay unchanged
+        return hashlib.sha256(repr((items, forced) if forced else items).encode()).hexdigest()[:12]
 
     def prompt_for(self, label: str) -> CategoryPrompt:
         cat = self.category(label)

@@ -23,3 +23,13 @@ def test_forced_meta_word_gives_the_words_prompt(tiny_model):
 def test_meta_word_must_be_one_token(tiny_model):
     with pytest.raises(ConfigError, match=r"encodes to \d+ tokens, expected exactly 1"):
         Localizer(tiny_model).set_meta_word("cat", "albatrossy bird")
+
+
+def test_forced_meta_word_changes_the_tokens_digest(tiny_model):
+    from genpromp_annotate.engine.localizer import Localizer
+
+    localizer = Localizer(tiny_model)
+    localizer.category("Black footed Albatross")
+    assert localizer.tokens_digest == "none"
+    localizer.set_meta_word("Black footed Albatross", "bird")
+    assert localizer.tokens_digest not in ("none", "")
