@@ -18,15 +18,16 @@ def walk_commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, c
 
 
 def help_text(full_name: str, command: click.Command, root: click.Group) -> str:
-    """The exact text `genpromp-annotate FULL_NAME --help` prints."""
-    parts = full_name.split()
-    ctx = click.Context(root, info_name="genpromp-annotate")
+    """The exact text `genpromp-annotate FULL_NAME --help` prints, at a fixed width of 100 columns."""
+    # make_context applies each command's context_settings (e.g. -h as a help option), as a real call does
+    ctx = root.make_context("genpromp-annotate", [], resilient_parsing=True)
+    ctx.terminal_width = ctx.max_content_width = 100
     group: click.Command = root
-    for part in parts:
+    for part in full_name.split():
         assert isinstance(group, click.Group)
         group = group.commands[part]
-        ctx = click.Context(group, info_name=part, parent=ctx)
-    ctx.max_content_width = 100
+        ctx = group.make_context(part, [], parent=ctx, resilient_parsing=True)
+        ctx.terminal_width = ctx.max_content_width = 100
     return command.get_help(ctx)
 
 
