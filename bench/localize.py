@@ -34,14 +34,13 @@ from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.engine.maps import maps_from_columns
 from genpromp_annotate.engine.prompts import encode_ensemble, mix_embeddings
 from genpromp_annotate.engine.tiny_model import (
-    SD15,
-    TINY,
+    NAMED_WIDTHS,
     build_sd_v1_components,
     load_clip_tokenizer,
     write_clip_tokenizer_files,
 )
 
-WIDTHS = {"tiny": TINY, "sd15": SD15}
+WIDTHS = NAMED_WIDTHS
 LABELS = ["goldfish, Carassius auratus", "tench, Tinca tinca", "electric ray, crampfish", "cat"]
 
 

@@ -36,8 +36,7 @@ from harness import environment, synchronize, write_json
 
 from genpromp_annotate.engine.loading import choose_device, choose_dtype, model_from_components
 from genpromp_annotate.engine.tiny_model import (
-    SD15,
-    TINY,
+    NAMED_WIDTHS,
     build_sd_v1_components,
     load_clip_tokenizer,
     write_clip_tokenizer_files,
@@ -47,7 +46,7 @@ from genpromp_annotate.training.concept_tokens import ConceptTrainer, ConceptTra
 from genpromp_annotate.training.data import CategoryImages, category_chunks
 from genpromp_annotate.training.denoising import load_pixels, noisy_latents, per_sample_mse, prompt_batch
 
-WIDTHS = {"tiny": TINY, "sd15": SD15}
+WIDTHS = NAMED_WIDTHS
 LABELS = ["goldfish", "tench", "cat", "heron", "ray", "sparrow", "lion", "tiger"]
 
 

@@ -123,6 +123,7 @@ class SDV1Widths:
 TINY = SDV1Widths(32, 2, 2, (32, 32, 64, 64), 2, 8, (8, 16, 32, 32), 1, 8)
 # Stable Diffusion v1.5's real widths (about 1.07 B parameters), used with random weights by the benchmark.
 SD15 = SDV1Widths(768, 12, 12, (320, 640, 1280, 1280), 8, 32, (128, 256, 512, 512), 2, 32)
+NAMED_WIDTHS = {"tiny": TINY, "sd15": SD15}  # the sizes the benchmarks take by name
 
 
 def build_sd_v1_components(widths: SDV1Widths = TINY, seed: int = 0) -> dict[str, Any]:
