@@ -7,22 +7,6 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 import pytest
 from bad_images import BROKEN, READABLE, good_image, problem_folder
-from click.testing import CliRunner
-
-from genpromp_annotate.cli import cli
-
-
-@pytest.fixture()
-def run(db_url, monkeypatch, tmp_path):
-    monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def invoke(*args: str, code: int = 0):
-        result = CliRunner().invoke(cli, ["--db", db_url, *args])
-        assert result.exit_code == code, result.output + repr(result.exception)
-        return result.output
-
-    return invoke
 
 
 @pytest.fixture()

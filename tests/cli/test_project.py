@@ -1,22 +1,6 @@
 """`init`, `labels`, `status` through click, on SQLite and PostgreSQL."""
 
-import pytest
-from click.testing import CliRunner
 
-from genpromp_annotate.cli import cli
-
-
-@pytest.fixture()
-def run(db_url, monkeypatch, tmp_path):
-    monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def invoke(*args: str, code: int = 0):
-        result = CliRunner().invoke(cli, ["--db", db_url, *args])
-        assert result.exit_code == code, result.output + repr(result.exception)
-        return result.output
-
-    return invoke
 
 
 def test_init_with_labels_from_options_and_a_file_and_settings(run, tiny_model_dir, tmp_path):
