@@ -222,7 +222,8 @@ class ProjectLocalizer:
         return self.version.name
 
 
-def _load_finetuned_unet(model: Any, unet_path: str) -> Any:
+def load_finetuned_unet(model: Any, unet_path: str) -> Any:
+    """A finetuned UNet (diffusers folder), frozen, on the model's device and dtype; ModelLoadError if unusable."""
     from diffusers import UNet2DConditionModel
 
     from genpromp_annotate.errors import ModelLoadError
@@ -253,7 +254,7 @@ def build_localizer(store: Store, project_name: str, device: str | None = None, 
         model = load_stable_diffusion(base_model, device=device, dtype=dtype)
     unet_id = None
     if unet_path:
-        model.unet = _load_finetuned_unet(model, unet_path)
+        model.unet = load_finetuned_unet(model, unet_path)
         unet_id = unet_digest or weights_digest(model.unet)
     localizer = Localizer(model, config)
     for name, token, embedding in trained:

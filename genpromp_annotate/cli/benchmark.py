@@ -1,20 +1,21 @@
-"""`benchmark`: GenPromp on a WSOL benchmark (CUB, ImageNet val, wsolevaluation metadata), GT-known label.
+"""`benchmark`: score GenPromp's (or any method's) maps on a WSOL benchmark or on a project's human boxes.
 
-Maps go to a per-image cache (`evaluation/map_cache.py`) as they are computed; the metrics are then
-computed from the cached maps, so `--resume` continues after a kill and a re-sweep of τ loads no model.
+The steps: the images (`evaluation/datasets.py`), the classifier's rankings (`evaluation/classifier.py`),
+the maps (`evaluation/map_sources.py`: the engine through the per-image cache, or `--maps DIR`), τ of the
+Loc metrics (given, calibrated on another split, or the preset's), the scores (`evaluation/scoring.py`) and
+the report files (`evaluation/report.py`, `evaluation/grid.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from genpromp_annotate.cli.options import (
     config_from_options,
@@ -22,121 +23,169 @@ from genpromp_annotate.cli.options import (
     model_options,
     pop_engine_options,
 )
-from genpromp_annotate.errors import ConfigError, GenprompError, TokenFileError
+from genpromp_annotate.errors import ConfigError, TokenFileError
+from genpromp_annotate.evaluation.datasets import LAYOUTS, BenchmarkSet
+from genpromp_annotate.evaluation.map_sources import MapProducer
+from genpromp_annotate.presets import LocalizeConfig
 
-if TYPE_CHECKING:
-    import torch
-
-LAYOUTS = ("cub", "imagenet", "wsol")
 AUTO_META = "auto"
+LAYOUT_PRESET = {"cub": "cub-paper", "imagenet": "imagenet-paper"}  # method §4 step 8: τ per dataset
 
 
-@dataclass(frozen=True)
-class _Token:
-    token: str
-    vector: torch.Tensor  # (D,)
-    digest: str
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
 
 
-# ---- dataset ---------------------------------------------------------------------------------------------------
-def _read_records(layout: str, root: Path, image_root: Path | None, split: str) -> list:
-    from genpromp_annotate.evaluation.layouts import read_cub, read_imagenet_val, read_wsolevaluation
+# ---- the images ------------------------------------------------------------------------------------------------
+def _open_set(ctx: click.Context, opts: dict[str, Any], split: str | None) -> BenchmarkSet:
+    from genpromp_annotate.evaluation.datasets import open_layout, open_project, select
 
-    if layout == "cub":
-        if image_root is not None:
-            raise ConfigError("--image-root: CUB images are always under <root>/images; drop the option")
-        return read_cub(root, split)
-    if split != "test":
-        raise ConfigError(f"--split {split}: only the CUB layout has splits; the {layout} lists are one split")
-    if layout == "imagenet":
-        images = image_root or (root / "val" if (root / "val").is_dir() else root)
-        return read_imagenet_val(root / "LOC_synset_mapping.txt", root / "val_folder_new.txt", images)
-    return read_wsolevaluation(root, image_root)
+    if opts["project"] is not None:
+        from genpromp_annotate.cli.project import open_project_store
+
+        benchmark = open_project(open_project_store(ctx), opts["project"], split)
+    else:
+        benchmark = open_layout(opts["layout"], opts["root"], split, opts["image_root"], opts["dataset_name"],
+                                opts["class_names"])
+    return select(benchmark, opts["classes"] or None, opts["limit"])
 
 
-def _read_class_names(path: Path) -> list[str]:
-    """One class name per line (line order = label id); a `wnid names` line keeps the names."""
-    names = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        first, _, rest = line.partition(" ")
-        names.append(rest.strip() if rest and first[:1] == "n" and first[1:].isdigit() else line)
-    return names
+def _rankings(classifier_file: Path | None, benchmark: BenchmarkSet) -> dict[str, np.ndarray] | None:
+    from genpromp_annotate.evaluation.classifier import read_classifier
+    from genpromp_annotate.evaluation.layouts import DatasetLayoutError
+
+    if classifier_file is None:
+        return None
+    rankings = read_classifier(classifier_file, benchmark.class_names)
+    missing = [r.prediction_name for r in benchmark.records if r.prediction_name not in rankings]
+    if missing:
+        raise DatasetLayoutError(f"{classifier_file}: no prediction for {len(missing)} image(s), e.g. {missing[0]!r} "
+                                 f"(keys are {benchmark.source} image names as in docs/method.md §6)")
+    return rankings
 
 
-def _label_names(records: list, class_names: Path | None) -> list[str]:
-    """The label string the engine gets for each record (CUB: classes.txt, ImageNet: the synset names)."""
-    if class_names is not None:
-        names = _read_class_names(class_names)
-        bad = [r for r in records if not 0 <= r.label < len(names)]
-        if bad:
-            raise ConfigError(f"--class-names {class_names}: {len(names)} names, but image {bad[0].image_id!r} has "
-                              f"label {bad[0].label}")
-        return [names[r.label] for r in records]
-    return [r.label_name if r.label_name else f"class {r.label}" for r in records]
+# ---- the engine ------------------------------------------------------------------------------------------------
+def _layout_producer(opts: dict[str, Any], config: LocalizeConfig, labels: list[str]) -> MapProducer:
+    from genpromp_annotate.evaluation.map_sources import folder_id, match_tokens, read_token_files
+
+    if opts["model_source"] is None:
+        raise ConfigError("--model is needed to compute maps (or evaluate saved maps with --maps DIR)")
+    tokens = match_tokens(read_token_files(opts["tokens_path"]), labels) if opts["tokens_path"] else {}
+    if opts["tokens_path"] is not None and not tokens:
+        raise TokenFileError(f"{opts['tokens_path']}: no token is named after a class of this dataset (expected "
+                             f"e.g. `<{labels[0].lower()}>`)")
+    word = opts["meta_word"] if opts["meta_word"] is not None else ("bird" if opts["layout"] == "cub" else AUTO_META)
+    unet_dir = opts["unet_dir"]
+    return MapProducer(str(opts["model_source"]), config, tokens, {} if word == AUTO_META else {"*": word},
+                       unet_dir=unet_dir, unet_id=folder_id(unet_dir) if unet_dir is not None else None,
+                       model_config=opts["model_config"], device=opts["device"], dtype=opts["dtype"])
 
 
-# ---- tokens ----------------------------------------------------------------------------------------------------
-def _read_tokens(path: Path) -> dict[str, torch.Tensor]:
-    """Every learned token of a textual-inversion file, or of every such file under a folder."""
-    from genpromp_annotate.engine.tokens import read_learned_embeds
+def _project_producer(ctx: click.Context, opts: dict[str, Any], engine: dict[str, Any]) -> MapProducer:
+    """The project's base model, selected UNet, learned tokens and settings (engine options override them)."""
+    from genpromp_annotate.cli.project import open_project_store
+    from genpromp_annotate.evaluation.map_sources import ConceptToken, folder_id
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.workflow import config_for_project
 
-    if path.is_file():
-        return dict(read_learned_embeds(path))
-    files = sorted(p for ext in ("*.safetensors", "*.bin", "*.pt") for p in path.rglob(ext))
-    if not files:
-        raise TokenFileError(f"{path}: no learned-token file (*.safetensors, *.bin, *.pt) in this folder")
-    tokens: dict[str, torch.Tensor] = {}
-    for file in files:
-        for token, vector in read_learned_embeds(file).items():
-            if token in tokens:
-                raise TokenFileError(f"{file}: token {token!r} is also in another file under {path}")
-            tokens[token] = vector
-    return tokens
-
-
-def _match_tokens(tokens: dict[str, torch.Tensor], labels: list[str]) -> dict[str, _Token]:
-    """label → its learned token: the token named `concept_token_name(label)` or after the label itself."""
-    from genpromp_annotate.engine.tokens import concept_token_name
-
-    by_key = {t.strip("<>").lower(): t for t in tokens}
-    matched: dict[str, _Token] = {}
-    for label in labels:
-        for key in (concept_token_name(label).strip("<>"), label.lower(), label.lower().replace(" ", "-")):
-            if key in by_key:
-                token = by_key[key]
-                vector = tokens[token]
-                digest = hashlib.sha256(vector.detach().float().cpu().numpy().tobytes()).hexdigest()[:12]
-                matched[label] = _Token(token, vector, digest)
-                break
-    return matched
+    for name, flag in (("model_source", "--model"), ("tokens_path", "--tokens"), ("unet_dir", "--unet")):
+        if opts[name] is not None:
+            raise ConfigError(f"{flag}: --project uses the project's own model, tokens and UNet; drop {flag}")
+    with open_project_store(ctx).read() as session:
+        project = q.get_project(session, opts["project"])
+        base = None if _given(ctx, "preset_name") else config_for_project(project)
+        tokens = {c.name: ConceptToken(c.concept_token, embedding.float())
+                  for c in q.list_categories(session, project) if (embedding := q.category_embedding(c)) is not None}
+        model, unet_path, unet_digest = project.base_model, project.unet_path, project.unet_digest
+    config = config_from_options(**engine, base=base)
+    unet_dir = Path(unet_path) if unet_path else None
+    meta = {} if opts["meta_word"] in (None, AUTO_META) else {"*": opts["meta_word"]}
+    return MapProducer(model, config, tokens, meta, unet_dir=unet_dir,
+                       unet_id=unet_digest or (folder_id(unet_dir) if unet_dir is not None else None),
+                       device=opts["device"], dtype=opts["dtype"])
 
 
-def _tokens_digest(matched: dict[str, _Token]) -> str:
-    """As Localizer.tokens_digest: the sorted (label, embedding digest) pairs."""
-    items = sorted((label, t.digest) for label, t in matched.items())
-    return hashlib.sha256(repr(items).encode()).hexdigest()[:12] if items else "none"
+def _fill_cache(producer: MapProducer, cache: Any, sets: list[BenchmarkSet], resume: bool, overwrite: bool,
+                batch_size: int) -> tuple[list[tuple[str, str]], int, float]:
+    """Localize what the cache lacks for every set. Returns (failed images, maps computed, seconds)."""
+    from tqdm import tqdm
+
+    pairs = list({r.image_id: (r, label) for s in sets for r, label in zip(s.records, s.labels)}.values())
+    cached = {r.image_id for r, label in pairs if cache.has(r.image_id, label)}
+    if cached and not (resume or overwrite):
+        raise ConfigError(f"{cache.folder}: {len(cached)} of the {len(pairs)} maps are already cached for maps "
+                          f"version {cache.version}; pass --resume to reuse them or --overwrite to recompute them")
+    todo = [(r, label) for r, label in pairs if overwrite or r.image_id not in cached]
+    click.echo(f"{len(pairs)} image(s), {len(todo)} to localize, {len(pairs) - len(todo)} cached; maps version "
+               f"{cache.version} in {cache.folder}", err=True)
+    if not todo:
+        return [], 0, 0.0
+    started = time.perf_counter()
+    with tqdm(total=len(todo), unit="image", desc="localizing", file=sys.stderr, dynamic_ncols=True) as bar:
+        failed = producer.fill_cache(cache, todo, batch_size, progress=bar.update)
+    return failed, len(todo) - len(failed), time.perf_counter() - started
 
 
-def _unet_id(path: Path) -> str:
-    """A cheap identity of a finetuned UNet folder: its path and its files' sizes and mtimes."""
-    stats = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                   for p in path.rglob("*") if p.is_file())
-    return hashlib.sha256(repr((str(path.resolve()), stats)).encode()).hexdigest()[:12]
+# ---- τ -----------------------------------------------------------------------------------------------------------
+def _calibrate(benchmark: BenchmarkSet, maps: Any, config: LocalizeConfig, skip: set[str],
+               interval: float) -> tuple[float, dict[str, Any]]:
+    """τ maximising GT-known Loc on a held-out split (ties: the one closest to the preset's τ)."""
+    from genpromp_annotate.evaluation.scoring import score_split
+
+    scores = score_split(benchmark.records, benchmark.labels, maps, config.threshold, size=config.image_size,
+                         interval=interval, maxboxacc=False, skip=skip)
+    if scores.sweep is None:
+        raise ConfigError(f"--calibrate-on {benchmark.split}: no map of that split could be read")
+    best = scores.sweep.best("gt_known_loc", prefer=config.threshold)
+    assert best is not None
+    tau, accuracy = best
+    return tau, {"split": benchmark.split, "n_images": scores.loc.count, "metric": "gt_known_loc",
+                 "value": accuracy, "threshold": tau}
+
+
+# ---- report files ------------------------------------------------------------------------------------------------
+def _write_grid(path: Path, scores: Any, maps: Any, size: int, count: int) -> None:
+    from genpromp_annotate.engine.boxes import Box, scale_box
+    from genpromp_annotate.evaluation.grid import GridItem, render_grid
+
+    ranked = sorted(scores.images, key=lambda item: (-item.outcome.iou, item.record.image_id))
+    best = ranked[:count]
+    worst = [item for item in reversed(ranked) if item not in best][:count]
+
+    def grid_item(item: Any) -> GridItem:
+        x1, y1, x2, y2 = item.box
+        box = scale_box(Box(x1, y1, x2, y2, 0.0), (size, size), (item.width, item.height))
+        return GridItem(image_path=item.record.path if item.record.uri is None else None,
+                        map=maps.load(item.record).frame, gt_boxes=np.asarray(item.record.gt_boxes),
+                        pred_box=np.array([box.x1, box.y1, box.x2, box.y2]), image_size=(item.width, item.height),
+                        caption=f"IoU {item.outcome.iou:.2f} · {item.label}")
+
+    render_grid([grid_item(i) for i in best], [grid_item(i) for i in worst], path)
 
 
 # ---- the command -----------------------------------------------------------------------------------------------
 @click.command("benchmark")
-@click.option("--layout", type=click.Choice(LAYOUTS), required=True,
-              help="cub: CUB_200_2011 folder; imagenet: folder with LOC_synset_mapping.txt and val_folder_new.txt "
-                   "(images under <root>/val or --image-root); wsol: a wsolevaluation metadata folder.")
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="The dataset (or metadata) folder of the layout.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None,
+              help="cub: a CUB_200_2011 folder; imagenet: a folder with LOC_synset_mapping.txt and val_folder_new.txt "
+                   "(images under <root>/val); wsol: a wsolevaluation folder (metadata/<DATASET>/<split>/…, images "
+                   "under dataset/<DATASET>) or one metadata split folder.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The dataset folder of --layout.")
+@click.option("--project", default=None, help="Instead of --layout: a store project's images with human-verified "
+                                              "boxes, localized with the project's model, tokens and settings.")
+@click.option("--dataset-name", default=None, help="wsol: the dataset under metadata/ (CUB, ILSVRC, …; default: the only one).")
 @click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Where the image paths of the lists start (imagenet, wsol). Default: see --layout.")
-@click.option("--model", "model_source", required=True,
+@click.option("--split", default=None,
+              help="cub: test (default), train or all; wsol: test (default), val, train; project: the images' split "
+                   "(default all).")
+@click.option("--classes", multiple=True, help="Only these classes (repeat; a class id, a name, or an image folder "
+                                               "name such as a wnid).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most N images, spread evenly over the classes (the first of every class, then the second, …).")
+@click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Class names, one per line in class-id order (the wsol layout has none; `wnid names` lines work).")
+@click.option("--model", "model_source", default=None,
               help="Stable Diffusion: diffusers folder, .safetensors/.ckpt file, or hub id.")
 @click.option("--model-config", default=None, help="For a single-file --model offline: a diffusers folder describing it.")
 @click.option("--unet", "unet_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -144,16 +193,18 @@ def _unet_id(path: Path) -> str:
 @click.option("--tokens", "tokens_path", type=click.Path(exists=True, path_type=Path), default=None,
               help="Learned concept tokens: a textual-inversion file or a folder of them; each token is matched to "
                    "the class it is named after (`<class-name>`). Classes without one use f_r = f_d.")
-@click.option("--classifier", "classifier_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help='Classifier predictions {image_name: {"pred_scores": [C floats]}} for Top-1/Top-5 Loc.')
-@click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Class names, one per line in label-id order (the wsol layout has none; `wnid names` lines work).")
 @click.option("--meta-word", default=None,
-              help="Force this meta word (f_d) for every class; default `bird` for cub (docs/method.md §2), the meta-token "
-                   f"rule otherwise; `{AUTO_META}` = the rule.")
-@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True,
-              help="CUB split.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images of the list.")
+              help=f"Force this meta word (f_d) for every class; default `bird` for cub (docs/method.md §2), the "
+                   f"meta-token rule otherwise; `{AUTO_META}` = the rule.")
+@click.option("--maps", "maps_folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Evaluate saved maps instead of running a model: DIR/<image_id>.npy per image (the id keeps its "
+                   "extension: a/b.jpg → a/b.jpg.npy), any size, covering the whole image — e.g. another method's CAMs.")
+@click.option("--classifier", "classifier_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help='Classifier predictions for Top-1/Top-5 Loc: JSON {image_name: {"pred_scores": '
+                                 '[C floats]}}, or CSV `image,top1,…,top5` (class ids or names). Without it: GT-known only.')
+@click.option("--calibrate-on", "calibrate_split", default=None,
+              help="Choose τ of the Loc metrics on this held-out split (best GT-known Loc), e.g. train (cub) or val "
+                   "(wsol). Default: --threshold, else the preset's τ. The test split never tunes τ.")
 @click.option("--maps-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmark-maps"),
               show_default=True, help="Map cache: <maps-dir>/<maps version>/<image_id>.npz (float16, compressed).")
 @click.option("--resume", is_flag=True, default=False,
@@ -162,180 +213,153 @@ def _unet_id(path: Path) -> str:
 @click.option("--overwrite", is_flag=True, default=False, help="Recompute maps that are already cached.")
 @click.option("--export-wsol-maps", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write every evaluated map as DIR/<image_id>.npy (float32), as wsolevaluation reads them.")
-@click.option("--interval", type=float, default=0.01, show_default=True, help="MaxBoxAcc τ grid step (or 0.001).")
+@click.option("--interval", type=float, default=0.01, show_default=True,
+              help="τ grid step of MaxBoxAcc and of the τ sweeps (or 0.001).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the report as JSON.")
+              help="Write the report as JSON; the Markdown (.md) and the image grid (.png) go beside it unless "
+                   "--markdown / --grid say otherwise.")
 @click.option("--markdown", "markdown_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report as Markdown.")
+@click.option("--grid", "grid_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a PNG of the best and worst images: map overlay, GT boxes green, predicted box red.")
+@click.option("--grid-size", type=click.IntRange(min=1, max=32), default=8, show_default=True,
+              help="Images per row of the grid (best row, worst row).")
 @model_options
 @engine_options
-def benchmark_command(layout: str, root: Path, image_root: Path | None, model_source: str, model_config: str | None,
-                      unet_dir: Path | None, tokens_path: Path | None, classifier_file: Path | None,
-                      class_names: Path | None, meta_word: str | None, split: str, limit: int | None,
-                      maps_dir: Path, resume: bool, overwrite: bool, export_wsol_maps: Path | None, interval: float,
-                      out_file: Path | None, markdown_file: Path | None, device: str | None, dtype: str | None,
-                      batch_size: int, **kwargs) -> None:
-    """Localize every image of a WSOL benchmark with its ground-truth label and score the boxes and maps.
+@click.pass_context
+def benchmark_command(ctx: click.Context, **opts: Any) -> None:
+    """Score boxes and maps on a WSOL benchmark, each image localized with its ground-truth label.
 
     Reports GT-known Loc, Top-1/Top-5 Loc (with --classifier), the top-1 error breakdown (Cls, correct,
-    M-Ins, Part, More, Wrong), MaxBoxAcc (v1, δ=50) and MaxBoxAccV2 (δ 30/50/70 and their mean) as a
-    table, and as JSON (--out) and Markdown (--markdown). Maps are cached per maps version (model,
-    tokens, UNet and the settings that change maps, not τ) under --maps-dir; images that cannot be
-    read are listed in the report and skipped.
+    M-Ins, Part, More, Wrong), MaxBoxAcc (δ=50) and MaxBoxAccV2 (δ 30/50/70 and their mean), the τ
+    each metric is best at, and GT-known Loc per class: as a table, JSON (--out), Markdown and a PNG
+    grid. τ of the Loc metrics is --threshold, or chosen on --calibrate-on SPLIT, or the preset's
+    (cub-paper 0.23 for --layout cub, imagenet-paper 0.25 for imagenet); MaxBoxAcc sweeps τ by its
+    definition. Maps are cached per maps version (model, tokens, UNet, map settings; not τ) under
+    --maps-dir. Unreadable images are listed in the report and skipped.
 
     \b
-    Example:
-      genpromp-annotate benchmark --layout cub --root CUB_200_2011 --model sd-v1-4 --preset cub-paper \\
-          --tokens tokens/ --classifier cub_efficientnet_b7.json --out cub.json --markdown cub.md
-      genpromp-annotate benchmark --layout imagenet --root ILSVRC --model sd-v1-4 --unet unet-ft \\
-          --tokens tokens/ --classifier imagenet_efficientnet_b7.json --out imagenet.json
-      genpromp-annotate benchmark --layout cub --root CUB_200_2011 --model sd-v1-4 --tokens tokens/ \\
-          --resume --threshold 0.3 --out cub-tau30.json      # re-sweep τ from the cache, no model
+    The paper's runs (weights and trained tokens present locally):
+      genpromp-annotate benchmark --preset cub-paper --layout cub --root CUB_200_2011 --model sd-v1-4 \\
+          --tokens cub-tokens/ --classifier cub_efficientnet_b7.json --out cub.json
+      genpromp-annotate benchmark --preset imagenet-paper --layout imagenet --root ILSVRC --model sd-v1-4 \\
+          --unet imagenet-unet/ --tokens imagenet-tokens/ --classifier imagenet_efficientnet_b7.json --out in.json
+    \b
+    Other uses:
+      genpromp-annotate benchmark --layout cub --root CUB_200_2011 --model sd-v1-4 --tokens cub-tokens/ \\
+          --resume --threshold 0.3 --out cub-tau30.json    # re-score from the cache, no model loaded
+      genpromp-annotate benchmark --layout wsol --root wsolevaluation --dataset-name CUB --split test \\
+          --maps cams/ --out cam.json                       # another method's maps
+      genpromp-annotate benchmark --project birds --limit 500 --out birds.json   # a project's human boxes
     """
-    from tqdm import tqdm
-
     from genpromp_annotate.atomic_files import write_text_atomic
-    from genpromp_annotate.engine.boxes import boxes_from_map
-    from genpromp_annotate.evaluation.layouts import DatasetLayoutError, read_class_predictions
-    from genpromp_annotate.evaluation.loc_metrics import LocEvaluator
-    from genpromp_annotate.evaluation.map_cache import MapCache, maps_version
-    from genpromp_annotate.evaluation.maxboxacc import MaxBoxAccEvaluator
+    from genpromp_annotate.evaluation.map_cache import MapCache
+    from genpromp_annotate.evaluation.map_sources import CachedMaps, FolderMaps
     from genpromp_annotate.evaluation.report import (
         build_report,
         report_markdown,
         report_table,
         write_report_json,
     )
+    from genpromp_annotate.evaluation.scoring import score_split
 
-    config = config_from_options(**pop_engine_options(kwargs))
-    if resume and overwrite:
+    engine = pop_engine_options(opts)
+    layout, project = opts["layout"], opts["project"]
+    if (layout is None) == (project is None):
+        raise ConfigError("give either --layout with --root (a benchmark) or --project (a store project)")
+    if layout is not None and opts["root"] is None:
+        raise ConfigError(f"--layout {layout} needs --root, the dataset folder")
+    if opts["resume"] and opts["overwrite"]:
         raise ConfigError("--resume reuses cached maps and --overwrite recomputes them: pick one")
-    stderr = sys.stderr
+    if opts["calibrate_split"] is not None and _given(ctx, "threshold"):
+        raise ConfigError("--threshold fixes τ and --calibrate-on chooses it: pick one")
+    if layout in LAYOUT_PRESET and not _given(ctx, "preset_name"):
+        engine["preset_name"] = LAYOUT_PRESET[layout]
 
-    # 1. the dataset, its labels and (optionally) the classifier's scores
-    all_records = _read_records(layout, root, image_root, split)
-    all_labels = _label_names(all_records, class_names)
-    records, labels = all_records[:limit], all_labels[:limit]
-    if not records:
-        raise DatasetLayoutError(f"{root}: the {layout} layout lists no image (split {split!r})")
-    scores: dict[str, np.ndarray] | None = None
-    if classifier_file is not None:
-        scores = read_class_predictions(classifier_file)
-        missing = [r.prediction_name for r in records if r.prediction_name not in scores]
-        if missing:
-            raise DatasetLayoutError(f"{classifier_file}: no prediction for {len(missing)} image(s), e.g. "
-                                     f"{missing[0]!r} (keys are {layout} image names as in docs/method.md §6)")
+    # 1. the images, their labels and (optionally) the classifier's rankings
+    benchmark = _open_set(ctx, opts, opts["split"])
+    calibration = _open_set(ctx, opts, opts["calibrate_split"]) if opts["calibrate_split"] is not None else None
+    if calibration is not None and calibration.split == benchmark.split:
+        raise ConfigError(f"--calibrate-on {calibration.split}: that is the split being evaluated; pick a held-out one")
+    rankings = _rankings(opts["classifier_file"], benchmark)
 
-    # 2. what produces the maps → the maps version → the cache
-    word = meta_word if meta_word is not None else ("bird" if layout == "cub" else AUTO_META)
-    meta_words = {} if word == AUTO_META else {"*": word}
-    matched = _match_tokens(_read_tokens(tokens_path), sorted(set(all_labels))) if tokens_path else {}
-    if tokens_path is not None and not matched:
-        raise TokenFileError(f"{tokens_path}: no token is named after a class of this dataset (expected e.g. "
-                             f"`<{all_labels[0].lower()}>`)")
-    unet_id = _unet_id(unet_dir) if unet_dir is not None else None
-    version = maps_version(str(model_source), _tokens_digest(matched), config, unet_id, meta_words)
-    cache = MapCache(maps_dir, version)
-    cached = {r.image_id for r, label in zip(records, labels) if cache.has(r.image_id, label)}
-    if cached and not (resume or overwrite):
-        raise ConfigError(f"{cache.folder}: {len(cached)} of the {len(records)} maps are already cached for maps "
-                          "version " + version + "; pass --resume to reuse them or --overwrite to recompute them")
-    todo = [(r, label) for r, label in zip(records, labels) if overwrite or r.image_id not in cached]
-    click.echo(f"{layout}: {len(records)} image(s), {len(todo)} to localize, {len(records) - len(todo)} cached; "
-               f"maps version {version} in {cache.folder}", err=True)
-
-    # 3. localize what is not cached, batch by batch; each map is stored as soon as it exists
+    # 2. the maps: saved ones, or the engine's through the cache
     failed: list[tuple[str, str]] = []
-    seconds = 0.0
-    if todo:
-        from genpromp_annotate.engine.images import load_image
-        from genpromp_annotate.engine.loading import load_stable_diffusion
-        from genpromp_annotate.engine.localizer import Localizer
+    computed, seconds, producer = 0, 0.0, None
+    if opts["maps_folder"] is not None:
+        config = config_from_options(**engine)
+        maps: Any = FolderMaps(opts["maps_folder"], config.image_size)
+        version = f"maps folder {opts['maps_folder']}"
+    else:
+        if project is not None:
+            producer = _project_producer(ctx, opts, engine)
+        else:
+            labels = sorted(set(benchmark.labels) | set(calibration.labels if calibration else []))
+            producer = _layout_producer(opts, config_from_options(**engine), labels)
+        config = producer.config
+        cache = MapCache(opts["maps_dir"], producer.version)
+        sets = [benchmark] + ([calibration] if calibration is not None else [])
+        failed, computed, seconds = _fill_cache(producer, cache, sets, opts["resume"], opts["overwrite"],
+                                                opts["batch_size"])
+        maps, version = CachedMaps(cache), producer.version
+    skip = {image_id for image_id, _ in failed}
 
-        model = load_stable_diffusion(model_source, device=device, dtype=dtype, single_file_config=model_config)
-        if unet_dir is not None:
-            from diffusers import UNet2DConditionModel
+    # 3. τ of the Loc metrics
+    thresholds: dict[str, Any] = {"loc": config.threshold, "calibration": None}
+    if calibration is not None:
+        tau, thresholds["calibration"] = _calibrate(calibration, maps, config, skip, opts["interval"])
+        thresholds.update(loc=tau, loc_source=f"calibrated on split {calibration.split} (best GT-known Loc)")
+    elif _given(ctx, "threshold"):
+        thresholds["loc_source"] = "--threshold"
+    else:
+        thresholds["loc_source"] = f"preset {config.preset}" if project is None else "project settings"
 
-            unet = UNet2DConditionModel.from_pretrained(str(unet_dir))
-            model.unet = unet.requires_grad_(False).eval().to(model.device, model.dtype)
-        localizer = Localizer(model, config)
-        for label in sorted(set(labels)):
-            if label in matched:
-                localizer.set_concept_token(label, matched[label].vector, matched[label].token)
-            if meta_words:
-                localizer.set_meta_word(label, meta_words["*"])
-        cache.write_manifest({"model": str(model_source), "unet": str(unet_dir) if unet_dir else None,
-                              "tokens": str(tokens_path) if tokens_path else None, "meta_words": meta_words,
-                              "config": config.as_dict()})
-        click.echo(f"model on {model.device} ({str(model.dtype).removeprefix('torch.')}), settings "
-                   f"{config.box_settings_key}; {len(matched)} class(es) with a learned token", err=True)
-        started = time.perf_counter()
-        bar = tqdm(total=len(todo), unit="image", desc="localizing", file=stderr, dynamic_ncols=True)
-        try:
-            for start in range(0, len(todo), batch_size):
-                images, batch = [], []
-                for record, label in todo[start : start + batch_size]:
-                    try:
-                        images.append(load_image(record.path, name=record.image_id))
-                        batch.append((record, label))
-                    except GenprompError as exc:
-                        failed.append((record.image_id, str(exc)))
-                if images:
-                    maps = localizer.compute_maps(images, [label for _, label in batch]).float().cpu().numpy()
-                    for (record, label), image, map_s in zip(batch, images, maps):
-                        cache.save(record.image_id, map_s, label, *image.size)
-                bar.update(len(todo[start : start + batch_size]))
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - started
+    # 4. score the split
+    from tqdm import tqdm
 
-    # 4. score every cached map: boxes with τ (one box, the paper's rule), MaxBoxAcc v1 and V2
-    failed_ids = {image_id for image_id, _ in failed}
-    loc = LocEvaluator(size=config.image_size)
-    gt_boxes: dict[str, np.ndarray] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    v1 = MaxBoxAccEvaluator(gt_boxes, sizes, version="v1", interval=interval)
-    v2 = MaxBoxAccEvaluator(gt_boxes, sizes, version="v2", interval=interval)
-    evaluated = []
-    for record, label in tqdm(list(zip(records, labels)), unit="image", desc="evaluating", file=stderr,
-                              dynamic_ncols=True):
-        if record.image_id in failed_ids:
-            continue
-        entry = cache.load(record.image_id)
-        if entry.label != label:
-            raise ConfigError(f"{cache.path_for(record.image_id)}: cached for label {entry.label!r}, the dataset says "
-                              f"{label!r}; rerun with --overwrite")
-        box = boxes_from_map(entry.map, config.threshold)[0]
-        loc.accumulate([box.x1, box.y1, box.x2, box.y2], record.gt_boxes, entry.width, entry.height, record.label,
-                       scores[record.prediction_name] if scores is not None else None)
-        gt_boxes[record.image_id] = record.gt_boxes
-        sizes[record.image_id] = record.size or (entry.width, entry.height)
-        v1.accumulate(entry.map, record.image_id)
-        v2.accumulate(entry.map, record.image_id)
-        evaluated.append(record.image_id)
+    with tqdm(total=len(benchmark.records), unit="image", desc="evaluating", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        scores = score_split(benchmark.records, benchmark.labels, maps, thresholds["loc"], rankings,
+                             size=config.image_size, interval=opts["interval"], skip=skip, progress=bar.update)
+    if scores.sweep is not None:
+        thresholds["best_on_this_split"] = scores.sweep.as_dict()
+    failed = [f for f in failed if f[0] in {r.image_id for r in benchmark.records}] + scores.failed
 
-    summary = loc.compute()
-    computed = len(todo) - len(failed)
-    meta = {"layout": layout, "root": str(root), "split": split if layout == "cub" else None,
-            "model": str(model_source), "unet": str(unet_dir) if unet_dir else None,
-            "tokens": str(tokens_path) if tokens_path else None, "tokens_matched": len(matched),
-            "classifier": str(classifier_file) if classifier_file else None,
-            "meta_word": meta_words.get("*"), "maps_version": version, "maps_dir": str(cache.folder),
-            "config": config.as_dict(), "interval": interval}
+    # 5. the report
+    dataset = benchmark.source if benchmark.dataset_name is None else f"{benchmark.source}:{benchmark.dataset_name}"
+    meta = {"dataset": dataset, "root": str(opts["root"]) if opts["root"] else None, "split": benchmark.split,
+            "classes": list(opts["classes"]) or None, "limit": opts["limit"],
+            "model": producer.model_source if producer else None,
+            "unet": str(producer.unet_dir) if producer and producer.unet_dir else None,
+            "tokens": str(opts["tokens_path"]) if opts["tokens_path"] else None,
+            "tokens_matched": len(producer.tokens) if producer else None,
+            "meta_word": producer.meta_words.get("*") if producer else None,
+            "maps": str(opts["maps_folder"]) if opts["maps_folder"] else None, "maps_version": version,
+            "classifier": str(opts["classifier_file"]) if opts["classifier_file"] else None,
+            "config": config.as_dict(), "interval": opts["interval"]}
     report = build_report(
-        meta, summary, v1.compute() if evaluated else None, v2.compute() if evaluated else None, failed,
-        images={"total": len(all_records), "listed": len(records), "evaluated": len(evaluated),
-                "computed": computed, "cached": len(records) - len(todo), "failed": len(failed)},
-        timing={"localize_seconds": round(seconds, 3),
-                "images_per_s": round(computed / seconds, 3) if seconds > 0 else None},
+        meta, scores.loc, scores.maxboxacc_v1, scores.maxboxacc_v2, thresholds, failed,
+        images={"total": len(benchmark.records), "evaluated": scores.loc.count, "computed": computed,
+                "failed": len(failed)},
+        timing={"localize_seconds": round(seconds, 3), "images_per_s": round(computed / seconds, 3) if seconds else None},
+        per_class=scores.per_class(), paper=layout if opts["maps_folder"] is None else None,
     )
-    if export_wsol_maps is not None:
-        count = cache.export_wsol(evaluated, export_wsol_maps)
-        click.echo(f"{count} map(s) written as {export_wsol_maps}/<image_id>.npy", err=True)
+    out_file, markdown_file, grid_file = opts["out_file"], opts["markdown_file"], opts["grid_file"]
+    if out_file is not None:
+        markdown_file = markdown_file or out_file.with_suffix(".md")
+        grid_file = grid_file or out_file.with_suffix(".png")
+    if opts["export_wsol_maps"] is not None and producer is not None:
+        count = cache.export_wsol([item.record.image_id for item in scores.images], opts["export_wsol_maps"])
+        click.echo(f"{count} map(s) written as {opts['export_wsol_maps']}/<image_id>.npy", err=True)
+    if grid_file is not None and scores.images:
+        _write_grid(grid_file, scores, maps, config.image_size, opts["grid_size"])
     if out_file is not None:
         write_report_json(report, out_file)
     if markdown_file is not None:
-        write_text_atomic(markdown_file, report_markdown(report))
+        grid_link = None
+        if grid_file is not None and scores.images:
+            grid_link = grid_file.name if grid_file.parent == markdown_file.parent else str(grid_file)
+        write_text_atomic(markdown_file, report_markdown(report, grid_link))
     click.echo(report_table(report))
     if seconds > 0:
         click.echo(f"{computed} map(s) computed in {seconds:.1f}s ({computed / seconds:.2f} images/s)", err=True)

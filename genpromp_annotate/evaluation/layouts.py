@@ -34,6 +34,7 @@ class EvalRecord:
         gt_boxes: `(K, 4)` float64 `[x1, y1, x2, y2]`, original pixels.
         size: `(width, height)` when the layout records it, else None.
         prediction_name: the key of this image in a classifier predictions JSON (method §6).
+        uri: where to read the image when it is not a local file (a store project's http(s) images).
     """
 
     image_id: str
@@ -43,6 +44,7 @@ class EvalRecord:
     gt_boxes: np.ndarray
     size: tuple[int, int] | None
     prediction_name: str
+    uri: str | None = None
 
 
 @dataclass(frozen=True)

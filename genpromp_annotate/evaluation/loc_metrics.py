@@ -92,7 +92,7 @@ class LocOutcome:
 
 
 def evaluate_image(pred_box_512: object, gt_boxes: object, width: int, height: int, label: int,
-                   scores: object | None = None, size: int = 512) -> LocOutcome:
+                   scores: object | None = None, size: int = 512, ranking: object | None = None) -> LocOutcome:
     """Score one image.
 
     Args:
@@ -101,15 +101,18 @@ def evaluate_image(pred_box_512: object, gt_boxes: object, width: int, height: i
         width, height: the original image size.
         label: the GT class id.
         scores: `(C,)` classifier scores, or None (then only GT-known; the breakdown assumes the class right).
+        ranking: instead of `scores`, the classifier's class ids best first (at least the top 5).
     """
     gts = gt_boxes_to_frame(gt_boxes, width, height, size)
     iou = float(iou_inclusive(pred_box_512, gts)[0].max())
-    if scores is None:
+    if scores is not None:
+        ranking = class_ranking(scores)
+    if ranking is None:
         return LocOutcome(iou, iou >= 0.5, None, None, error_kind(pred_box_512, gts, True))
-    ranking = class_ranking(scores)
-    class_top1 = bool(ranking[0] == label)
+    ranked = np.asarray(ranking)
+    class_top1 = bool(ranked[0] == label)
     return LocOutcome(iou=iou, gt_known=iou >= 0.5, top1=class_top1 and iou > 0.5,
-                      top5=bool(label in ranking[:5]) and iou > 0.5,
+                      top5=bool(label in ranked[:5].tolist()) and iou > 0.5,
                       error=error_kind(pred_box_512, gts, class_top1))
 
 
@@ -137,8 +140,8 @@ class LocEvaluator:
     outcomes: list[LocOutcome] = field(default_factory=list)
 
     def accumulate(self, pred_box_512: object, gt_boxes: object, width: int, height: int, label: int,
-                   scores: object | None = None) -> LocOutcome:
-        outcome = evaluate_image(pred_box_512, gt_boxes, width, height, label, scores, self.size)
+                   scores: object | None = None, ranking: object | None = None) -> LocOutcome:
+        outcome = evaluate_image(pred_box_512, gt_boxes, width, height, label, scores, self.size, ranking)
         self.outcomes.append(outcome)
         return outcome
 
