@@ -149,8 +149,8 @@ def _write_grid(path: Path, scores: Any, maps: Any, size: int, count: int) -> No
     from genpromp_annotate.evaluation.grid import GridItem, render_grid
 
     ranked = sorted(scores.images, key=lambda item: (-item.outcome.iou, item.record.image_id))
-    best = ranked[:count]
-    worst = [item for item in reversed(ranked) if item not in best][:count]
+    best = ranked[: min(count, (len(ranked) + 1) // 2)]  # a small set is split between the two rows
+    worst = ranked[len(best):][::-1][:count]
 
     def grid_item(item: Any) -> GridItem:
         x1, y1, x2, y2 = item.box

@@ -26,18 +26,20 @@ def indicator(box_inclusive: tuple[int, int, int, int], size: int = 224) -> np.n
     return m
 
 
-@pytest.mark.parametrize("k, reaches_70", [(4, False), (5, False), (6, True)])
-def test_indicator_of_a_k_by_k_gt_box(k, reaches_70):
+@pytest.mark.parametrize("k, reached", [(2, (30,)), (3, (30, 50)), (4, (30, 50)), (5, (30, 50)), (6, (30, 50, 70)),
+                                        (9, (30, 50, 70))])
+def test_indicator_of_a_k_by_k_gt_box(k, reached):
     # The map's contour has bounding rect x, w = k, so the predicted box is [x, y, x+k, y+k], read inclusively
     # as (k+1)² px; the GT box [x, y, x+k−1, y+k−1] is k² px inside it: IoU = k²/(k+1)².
-    # k = 4: 16/25 = 0.64 (δ 30 and 50, not 70); k = 5: 25/36 = 0.694; k = 6: 36/49 = 0.735 (every δ).
+    # k = 2: 4/9 = 0.444 (δ 30 only); k = 3: 9/16 = 0.5625 and k = 4: 16/25 = 0.64 (δ 30 and 50, not 70);
+    # k = 5: 25/36 = 0.694; k = 6: 36/49 = 0.735, the smallest side that reaches every δ.
     gt = (100, 60, 100 + k - 1, 60 + k - 1)
     evaluator = MaxBoxAccEvaluator({"img": [gt]}, {"img": (224, 224)})  # 224 px: GT boxes stay as they are
     best = evaluator.accumulate(indicator(gt), "img")
     assert best == pytest.approx(np.full(100, k * k / (k + 1) ** 2))  # every τ < 1 keeps the indicator
     result = evaluator.compute()
-    assert result.per_delta == {30: 100.0, 50: 100.0, 70: 100.0 if reaches_70 else 0.0}
-    assert result.value == pytest.approx(100.0 if reaches_70 else 200 / 3)
+    assert result.per_delta == {delta: 100.0 if delta in reached else 0.0 for delta in (30, 50, 70)}
+    assert result.value == pytest.approx(100.0 * len(reached) / 3)
 
 
 def test_golden_064_for_k_4():

@@ -31,18 +31,28 @@ def _inputs(with_scores=True):
     return loc.compute(), evaluators["v1"].compute(), evaluators["v2"].compute()
 
 
+TOP_LEVEL = {"gt_known_loc", "top1_loc", "top5_loc", "maxboxacc", "maxboxacc_v2", "maxboxacc_v2_per_iou", "errors",
+             "thresholds", "n_images"}
+
+
 def test_report_is_json_ready_and_holds_the_evaluators_numbers(tmp_path):
     loc, v1, v2 = _inputs()
-    report = build_report({"layout": "cub", "split": "test", "maps_version": "gp-x"}, loc, v1, v2,
-                          failed=[("bad.jpg", "bad.jpg: empty file (0 bytes)")], images={"total": 3})
+    report = build_report({"dataset": "cub", "split": "test", "maps_version": "gp-x"}, loc, v1, v2,
+                          thresholds={"loc": 0.23, "loc_source": "preset cub-paper"},
+                          failed=[("bad.jpg", "bad.jpg: empty file (0 bytes)")], images={"total": 3},
+                          per_class={"a": {"n": 2, "gt_known_loc": 50.0, "mean_iou": 0.5}}, paper="cub")
     path = write_report_json(report, tmp_path / "r.json")
     loaded = json.loads(path.read_text())
     assert loaded == report  # δ keys are already strings
-    assert loaded["loc"]["top1_loc"] == 50.0 and loaded["loc"]["top5_loc"] == 50.0  # image 2: Cls, label in top-2
-    assert loaded["loc"]["errors"]["Cls"] == 50.0 and loaded["loc"]["errors"]["correct"] == 50.0
-    assert loaded["maxboxacc"]["v2"]["value"] == pytest.approx(v2.value)
-    assert loaded["maxboxacc"]["v2"]["per_delta"] == {str(k): v for k, v in v2.per_delta.items()}
-    assert loaded["maxboxacc"]["v1"]["per_delta"] == {"50": v1.per_delta[50]}
+    assert TOP_LEVEL <= set(loaded) and loaded["n_images"] == 2
+    assert loaded["top1_loc"] == 50.0 and loaded["top5_loc"] == 50.0  # image 2: Cls, label in top-2
+    assert loaded["gt_known_loc"] == 50.0 and loaded["classifier"] is True
+    assert loaded["errors"]["Cls"] == 50.0 and loaded["errors"]["correct"] == 50.0
+    assert loaded["maxboxacc_v2"] == pytest.approx(v2.value) and loaded["maxboxacc"] == pytest.approx(v1.value)
+    assert loaded["maxboxacc_v2_per_iou"] == {str(k): v for k, v in v2.per_delta.items()}
+    assert set(loaded["maxboxacc_v2_per_iou"]) == {"30", "50", "70"}
+    assert loaded["thresholds"]["loc"] == 0.23 and loaded["thresholds"]["maxboxacc"] == v1.best_threshold[50]
+    assert loaded["thresholds"]["maxboxacc_v2"] == {str(k): t for k, t in v2.best_threshold.items()}
     assert loaded["failed"] == [{"image_id": "bad.jpg", "error": "bad.jpg: empty file (0 bytes)"}]
     assert loaded["paper"] == PAPER_NUMBERS["cub"] == {"top1_loc": 87.0, "top5_loc": 96.1, "gt_known_loc": 98.0}
     assert PAPER_NUMBERS["imagenet"] == {"top1_loc": 65.2, "top5_loc": 73.4, "gt_known_loc": 75.0}
@@ -50,23 +60,35 @@ def test_report_is_json_ready_and_holds_the_evaluators_numbers(tmp_path):
 
 def test_table_and_markdown_show_the_numbers():
     loc, v1, v2 = _inputs()
-    report = build_report({"layout": "imagenet", "maps_version": "gp-x", "model": "sd"}, loc, v1, v2,
-                          images={"total": 2})
+    report = build_report({"dataset": "imagenet", "maps_version": "gp-x", "model": "sd"}, loc, v1, v2,
+                          thresholds={"loc": 0.25, "loc_source": "preset imagenet-paper",
+                                      "best_on_this_split": {"gt_known_loc": {"threshold": 0.3, "value": 50.0},
+                                                             "top1_loc": None, "top5_loc": None}},
+                          images={"total": 2}, per_class={"goldfish": {"n": 1, "gt_known_loc": 0.0, "mean_iou": 0.1},
+                                                          "tench": {"n": 1, "gt_known_loc": 100.0, "mean_iou": 0.9}},
+                          paper="imagenet")
     table = report_table(report)
-    assert "imagenet: 2 image(s) evaluated of 2, 0 failed; maps version gp-x" in table
+    assert "imagenet: 2 image(s) evaluated of 2, 0 failed; maps gp-x" in table
     assert any(line.startswith("Top-1 Loc") and line.split()[-2:] == ["50.00", "65.20"] for line in table.splitlines())
     assert f"{v2.value:.2f}" in table and "δ=70" in table and "Cls 50.0%" in table
-    markdown = report_markdown(report)
+    assert "τ of the Loc metrics: 0.25 (preset imagenet-paper)" in table
+    assert "GT-known Loc 50.00 at τ=0.30" in table and "oracle" in table
+    markdown = report_markdown(report, "report.png")
     assert "| metric | value | paper |" in markdown and "| GT-known Loc | 50.00 | 75.00 |" in markdown
-    assert "| model | `sd` |" in markdown
+    assert "| model | `sd` |" in markdown and "![best and worst images](report.png)" in markdown
+    assert markdown.index("| goldfish | 1 | 0.00") < markdown.index("| tench | 1 | 100.00")  # worst class first
 
 
 def test_no_classifier_and_no_paper_numbers():
     loc, _, v2 = _inputs(with_scores=False)
-    report = build_report({"layout": "wsol"}, loc, None, v2, failed=[("x.jpg", "x.jpg: no such file")])
-    assert report["paper"] is None and report["maxboxacc"]["v1"] is None
+    report = build_report({"dataset": "wsol"}, loc, None, v2, failed=[("x.jpg", "x.jpg: no such file")])
+    assert report["paper"] is None and report["maxboxacc"] is None and report["classifier"] is False
+    assert report["top1_loc"] is None and report["top5_loc"] is None and report["gt_known_loc"] == 50.0
     table = report_table(report)
-    assert "paper" not in table and "MaxBoxAcc (δ=50)" not in table
+    assert "paper" not in table and "MaxBoxAcc (δ=50" not in table
     assert any(line.startswith("Top-1 Loc") and line.split()[-1] == "—" for line in table.splitlines())
+    assert "no classifier given: only GT-known Loc" in table
     assert "failed images: 1" in table
-    assert "## Failed images" in report_markdown(report) and "`x.jpg`: x.jpg: no such file" in report_markdown(report)
+    markdown = report_markdown(report)
+    assert "## Failed images" in markdown and "`x.jpg`: x.jpg: no such file" in markdown
+    assert "no classifier given" in markdown
