@@ -239,13 +239,13 @@ def benchmark_command(ctx: click.Context, **opts: Any) -> None:
     --maps-dir. Unreadable images are listed in the report and skipped.
 
     \b
-    The paper's runs (weights and trained tokens present locally):
+    Examples — the paper's runs (weights and trained tokens present locally):
       genpromp-annotate benchmark --preset cub-paper --layout cub --root CUB_200_2011 --model sd-v1-4 \\
           --tokens cub-tokens/ --classifier cub_efficientnet_b7.json --out cub.json
       genpromp-annotate benchmark --preset imagenet-paper --layout imagenet --root ILSVRC --model sd-v1-4 \\
           --unet imagenet-unet/ --tokens imagenet-tokens/ --classifier imagenet_efficientnet_b7.json --out in.json
     \b
-    Other uses:
+    Examples — other uses:
       genpromp-annotate benchmark --layout cub --root CUB_200_2011 --model sd-v1-4 --tokens cub-tokens/ \\
           --resume --threshold 0.3 --out cub-tau30.json    # re-score from the cache, no model loaded
       genpromp-annotate benchmark --layout wsol --root wsolevaluation --dataset-name CUB --split test \\

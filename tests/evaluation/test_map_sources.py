@@ -29,7 +29,8 @@ def record(image_id, path=None, size=(320, 200)):
 
 def test_to_frame_resizes_and_min_max_normalises():
     # 4×4, right half 1 → 8×8 bilinear (half-pixel centres): dst x 3 samples src x 1.25 → 0.25, x 4 → 0.75
-    half = np.zeros((4, 4)); half[:, 2:] = 1.0  # noqa: E702
+    half = np.zeros((4, 4))
+    half[:, 2:] = 1.0
     frame = to_frame(half, 8)
     assert frame.dtype == np.float32 and frame.shape == (8, 8)
     np.testing.assert_allclose(frame[0], [0, 0, 0, 0.25, 0.75, 1, 1, 1])
@@ -41,8 +42,8 @@ def test_to_frame_resizes_and_min_max_normalises():
 
 
 def test_folder_maps_keep_the_extension_and_subfolders(tmp_path):
-    maps = FolderMaps(tmp_path / "maps", size=16) if (tmp_path / "maps").mkdir() is None else None
-    (tmp_path / "maps" / "a").mkdir()
+    (tmp_path / "maps" / "a").mkdir(parents=True)
+    maps = FolderMaps(tmp_path / "maps", size=16)
     raw = np.arange(6, dtype=np.float64).reshape(1, 2, 3)  # (1, H, W) is squeezed to (2, 3)
     np.save(tmp_path / "maps" / "a" / "b.jpg.npy", raw)
     assert maps.path_for(record("a/b.jpg")) == tmp_path / "maps" / "a" / "b.jpg.npy"
