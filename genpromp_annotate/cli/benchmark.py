@@ -8,6 +8,7 @@ the report files (`evaluation/report.py`, `evaluation/grid.py`).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -128,12 +129,12 @@ def _fill_cache(producer: MapProducer, cache: Any, sets: list[BenchmarkSet], res
 
 # ---- τ -----------------------------------------------------------------------------------------------------------
 def _calibrate(benchmark: BenchmarkSet, maps: Any, config: LocalizeConfig, skip: set[str],
-               interval: float) -> tuple[float, dict[str, Any]]:
+               interval: float, workers: int) -> tuple[float, dict[str, Any]]:
     """τ maximising GT-known Loc on a held-out split (ties: the one closest to the preset's τ)."""
     from genpromp_annotate.evaluation.scoring import score_split
 
     scores = score_split(benchmark.records, benchmark.labels, maps, config.threshold, size=config.image_size,
-                         interval=interval, maxboxacc=False, skip=skip)
+                         interval=interval, maxboxacc=False, skip=skip, workers=workers)
     if scores.sweep is None:
         raise ConfigError(f"--calibrate-on {benchmark.split}: no map of that split could be read")
     best = scores.sweep.best("gt_known_loc", prefer=config.threshold)
@@ -213,6 +214,8 @@ def _write_grid(path: Path, scores: Any, maps: Any, size: int, count: int) -> No
 @click.option("--overwrite", is_flag=True, default=False, help="Recompute maps that are already cached.")
 @click.option("--export-wsol-maps", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write every evaluated map as DIR/<image_id>.npy (float32), as wsolevaluation reads them.")
+@click.option("--workers", type=click.IntRange(min=0), default=0,
+              help="Processes scoring maps in parallel (MaxBoxAcc and the τ sweeps); 0 = one per CPU core, up to 8.")
 @click.option("--interval", type=float, default=0.01, show_default=True,
               help="τ grid step of MaxBoxAcc and of the τ sweeps (or 0.001).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -305,9 +308,10 @@ def benchmark_command(ctx: click.Context, **opts: Any) -> None:
     skip = {image_id for image_id, _ in failed}
 
     # 3. τ of the Loc metrics
+    workers = opts["workers"] or min(8, os.cpu_count() or 1)
     thresholds: dict[str, Any] = {"loc": config.threshold, "calibration": None}
     if calibration is not None:
-        tau, thresholds["calibration"] = _calibrate(calibration, maps, config, skip, opts["interval"])
+        tau, thresholds["calibration"] = _calibrate(calibration, maps, config, skip, opts["interval"], workers)
         thresholds.update(loc=tau, loc_source=f"calibrated on split {calibration.split} (best GT-known Loc)")
     elif _given(ctx, "threshold"):
         thresholds["loc_source"] = "--threshold"
@@ -320,7 +324,8 @@ def benchmark_command(ctx: click.Context, **opts: Any) -> None:
     with tqdm(total=len(benchmark.records), unit="image", desc="evaluating", file=sys.stderr,
               dynamic_ncols=True) as bar:
         scores = score_split(benchmark.records, benchmark.labels, maps, thresholds["loc"], rankings,
-                             size=config.image_size, interval=opts["interval"], skip=skip, progress=bar.update)
+                             size=config.image_size, interval=opts["interval"], skip=skip, progress=bar.update,
+                             workers=workers)
     if scores.sweep is not None:
         thresholds["best_on_this_split"] = scores.sweep.as_dict()
     failed = [f for f in failed if f[0] in {r.image_id for r in benchmark.records}] + scores.failed

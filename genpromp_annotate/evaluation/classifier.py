@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,13 +37,18 @@ def read_classifier(path: Path, class_names: Sequence[str] | None = None) -> dic
     """
     path = Path(path)
     if path.suffix.lower() == ".json":
-        return {name: class_ranking(scores)[:TOP_K] for name, scores in read_class_predictions(path).items()}
+        scores = read_class_predictions(path)
+        count = len(next(iter(scores.values()))) if scores else 0
+        if class_names and count < len(class_names):
+            raise DatasetLayoutError(f"{path}: {count} scores per image, but the dataset has {len(class_names)} "
+                                     "classes (scores must be in class-id order, one per class)")
+        return {name: class_ranking(values)[:TOP_K] for name, values in scores.items()}
     return read_top5_csv(path, class_names)
 
 
 def _label_id(path: Path, number: int, cell: str, by_name: dict[str, int], num_classes: int | None) -> int:
     text = cell.strip()
-    if text.lstrip("-").isdigit():
+    if re.fullmatch(r"-?[0-9]+", text):
         value = int(text)
         if value < 0 or (num_classes is not None and value >= num_classes):
             raise DatasetLayoutError(f"{path}:{number}: class id {value} is outside 0…"
@@ -67,10 +73,12 @@ def read_top5_csv(path: Path, class_names: Sequence[str] | None = None) -> dict[
     num_classes = len(class_names) if class_names else None
     rankings: dict[str, np.ndarray] = {}
     text = path.read_text(encoding="utf-8-sig")
+    seen_row = False
     for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         if not row or not "".join(row).strip():
             continue
-        if number == 1 and row[0].strip().lower() in _HEADER_FIRST_CELLS:
+        first_row, seen_row = not seen_row, True
+        if first_row and row[0].strip().lower() in _HEADER_FIRST_CELLS:
             continue
         if len(row) != 1 + TOP_K:
             raise DatasetLayoutError(f"{path}:{number}: expected `image,top1,top2,top3,top4,top5` "

@@ -202,8 +202,9 @@ def _class_ids(benchmark: BenchmarkSet, wanted: Sequence[str]) -> set[int]:
     for item in wanted:
         found = keys.get(item.strip().lower())
         if not found:
-            raise ConfigError(f"--classes: no class {item!r} in this dataset (give a class id, a name such as "
-                              f"{benchmark.class_names[0]!r}, or an image folder name)")
+            example = f"a name such as {benchmark.class_names[0]!r}" if benchmark.class_names else "a class name"
+            raise ConfigError(f"--classes: no class {item!r} in this dataset (give a class id, {example}, or an "
+                              "image folder name)")
         ids |= found
     return ids
 

@@ -45,6 +45,15 @@ def largest_boxes_at_thresholds(map_01: np.ndarray, thresholds: np.ndarray) -> n
     return boxes
 
 
+def sweep_ious(map_01: np.ndarray, gt_boxes: object, width: int, height: int, thresholds: np.ndarray,
+               size: int = 512) -> np.ndarray:
+    """`(T,)` IoU of the engine's box at each τ with the best GT box (original pixels, rescaled to `size`)."""
+    if map_01.shape != (size, size):
+        raise ConfigError(f"Loc sweep: map of shape {map_01.shape}, expected ({size}, {size})")
+    gts = gt_boxes_to_frame(gt_boxes, width, height, size)
+    return iou_inclusive(largest_boxes_at_thresholds(map_01, thresholds), gts).max(axis=1)
+
+
 @dataclass(frozen=True)
 class LocSweepResult:
     """Per metric the accuracy curve over τ (percent), its best τ and value; None without a classifier."""
@@ -89,15 +98,16 @@ class LocSweep:
     def accumulate(self, map_01: np.ndarray, gt_boxes: object, width: int, height: int, label: int,
                    ranking: object | None = None) -> np.ndarray:
         """Add one image. `ranking`: the classifier's class ids, best first. Returns `(T,)` its IoU per τ."""
-        if map_01.shape != (self.size, self.size):
-            raise ConfigError(f"Loc sweep: map of shape {map_01.shape}, expected ({self.size}, {self.size})")
-        gts = gt_boxes_to_frame(gt_boxes, width, height, self.size)
-        ious = iou_inclusive(largest_boxes_at_thresholds(map_01, self.thresholds), gts).max(axis=1)
-        self._ious.append(ious)
+        ious = sweep_ious(map_01, gt_boxes, width, height, self.thresholds, self.size)
+        self.add(ious, label, ranking)
+        return ious
+
+    def add(self, ious: np.ndarray, label: int, ranking: object | None = None) -> None:
+        """Add one image's `(T,)` IoU per τ, computed elsewhere with `sweep_ious` (e.g. in a worker)."""
+        self._ious.append(np.asarray(ious, dtype=np.float64))
         ranked = None if ranking is None else np.asarray(ranking).tolist()
         self._top1.append(None if ranked is None else ranked[0] == label)
         self._top5.append(None if ranked is None else label in ranked[:5])
-        return ious
 
     def compute(self) -> LocSweepResult:
         if not self._ious:

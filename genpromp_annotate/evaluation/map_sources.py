@@ -86,10 +86,9 @@ class FolderMaps:
         if not path.is_file():
             raise MapReadError(f"{path}: no map for image {record.image_id!r} (expected <maps>/<image_id>.npy)")
         try:
-            raw = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            raw = np.squeeze(np.asarray(np.load(path, allow_pickle=False), dtype=np.float32))
+        except (OSError, ValueError, TypeError) as exc:
             raise MapReadError(f"{path}: unreadable map ({exc})") from exc
-        raw = np.squeeze(np.asarray(raw, dtype=np.float32))
         if raw.ndim != 2 or min(raw.shape) < 1:
             raise MapReadError(f"{path}: expected a 2-D (H, W) map, got shape {raw.shape}")
         width, height = image_size(record)

@@ -73,6 +73,19 @@ def gt_boxes_to_eval_frame(gt_boxes: object, width: int, height: int, size: int 
     return np.trunc(b * size / divisor).astype(np.int64)
 
 
+def image_best_ious(map_: np.ndarray, gt_boxes: object, image_size: tuple[int, int], thresholds: np.ndarray,
+                    version: str = "v2", size: int = EVAL_SIZE) -> np.ndarray:
+    """`(T,)` one image's best IoU with any GT box at each τ: all contours (v2) or the largest (v1).
+
+    Args:
+        map_: any `(H, W)` map of the whole image (resized to `size` and normalised here).
+        gt_boxes: `(K, 4)` in original pixels; `image_size`: `(width, height)`.
+    """
+    gts = gt_boxes_to_eval_frame(gt_boxes, *image_size, size)
+    per_tau = boxes_at_thresholds(normalize_map(map_, size), thresholds, all_contours=version == "v2")
+    return np.array([iou_inclusive(boxes, gts).max() for boxes in per_tau])
+
+
 @dataclass(frozen=True)
 class MaxBoxAccResult:
     """`value` is the reported number (percent); `per_delta[δ]` the best accuracy over τ at IoU δ%."""
@@ -127,18 +140,21 @@ class MaxBoxAccEvaluator:
         """Add one image's map (any `(H, W)`; it is resized to 224). Returns `(T,)` its best IoU per τ."""
         if image_id not in self.gt_boxes or image_id not in self.image_sizes:
             raise ConfigError(f"MaxBoxAcc: image id {image_id!r} has no GT boxes or size in the metadata")
+        best = image_best_ious(map_, self.gt_boxes[image_id], self.image_sizes[image_id], self.thresholds,
+                               self.version, self.size)
+        self.add(image_id, best)
+        return best
+
+    def add(self, image_id: str, best: np.ndarray) -> None:
+        """Add one image's `(T,)` best IoU per τ, computed elsewhere with `image_best_ious` (e.g. in a worker)."""
         if image_id in self._seen:
             raise ConfigError(f"MaxBoxAcc: image id {image_id!r} was accumulated twice")
+        if np.shape(best) != self.thresholds.shape:
+            raise ConfigError(f"MaxBoxAcc: {image_id!r} has {np.shape(best)} IoUs for {len(self.thresholds)} τ values")
         self._seen.add(image_id)
-        width, height = self.image_sizes[image_id]
-        gts = gt_boxes_to_eval_frame(self.gt_boxes[image_id], width, height, self.size)
-        per_tau = boxes_at_thresholds(normalize_map(map_, self.size), self.thresholds,
-                                      all_contours=self.version == "v2")
-        best = np.array([iou_inclusive(boxes, gts).max() for boxes in per_tau])
         for delta in self._deltas:
             self._correct[delta] += best >= delta / 100
         self._count += 1
-        return best
 
     def compute(self) -> MaxBoxAccResult:
         if self._count == 0:

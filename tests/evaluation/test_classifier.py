@@ -68,6 +68,8 @@ def test_header_only_on_the_first_line(tmp_path):
     ("a.jpg,0,1,2,3,4\n\nb.jpg,0,1,2,3,4\na.jpg,4,3,2,1,0\n", r"top5.csv:4: image 'a.jpg' is listed twice"),
     ("", r"top5.csv: no prediction in this file"),
     ("image,top1,top2,top3,top4,top5\n\n", r"top5.csv: no prediction in this file"),
+    ("a.jpg,--3,1,2,3,4\n", r"top5.csv:1: '--3' is neither"),
+    ("a.jpg,²,1,2,3,4\n", r"top5.csv:1: '²' is neither"),
 ])
 def test_csv_errors_name_the_file_and_line(tmp_path, text, message):
     path = write(tmp_path / "top5.csv", text)
@@ -88,3 +90,15 @@ def test_missing_files(tmp_path):
         read_classifier(tmp_path / "none.csv")
     with pytest.raises(DatasetLayoutError, match="classifier predictions file not found"):
         read_classifier(tmp_path / "none.json")
+
+
+def test_a_header_after_blank_lines_is_still_a_header(tmp_path):
+    path = write(tmp_path / "top5.csv", "\n\nimage,top1,top2,top3,top4,top5\na.jpg,4,3,2,1,0\n")
+    assert read_classifier(path, NAMES)["a.jpg"].tolist() == [4, 3, 2, 1, 0]
+
+
+def test_json_with_fewer_scores_than_classes_is_refused(tmp_path):
+    path = tmp_path / "preds.json"
+    path.write_text(json.dumps({"a.jpg": {"pred_scores": [0.1, 0.9]}}))
+    with pytest.raises(DatasetLayoutError, match=r"preds.json: 2 scores per image, but the dataset has 7 classes"):
+        read_classifier(path, NAMES)

@@ -110,3 +110,31 @@ def test_maxboxacc_off_and_nothing_scored():
     empty = score_split(RECORDS[2:3], LABELS[2:3], DictMaps(MAPS), 0.23)  # c.jpg only, which fails
     assert empty.loc.count == 0 and empty.sweep is None and empty.maxboxacc_v2 is None
     assert [image_id for image_id, _ in empty.failed] == ["c.jpg"]
+
+
+def test_worker_processes_give_the_same_numbers(tmp_path):
+    """`workers=2` (a spawned pool reading a --maps folder) equals scoring in this process, in order."""
+    from genpromp_annotate.evaluation.map_sources import FolderMaps
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(130):  # ≥ 2 × MIN_IMAGES_PER_WORKER, so the pool is really used
+        x, y, side = (int(v) for v in rng.integers(0, 40, 3))
+        map_ = np.zeros((64, 64), dtype=np.float32)
+        map_[y : y + side // 2 + 4, x : x + side // 2 + 4] = rng.random()
+        map_[20:24, 50:60] += 0.5 * rng.random()  # a second, weaker blob: V2 and v1 differ
+        np.save(tmp_path / f"img{i:03d}.jpg.npy", map_)
+        records.append(EvalRecord(f"img{i:03d}.jpg", tmp_path / f"img{i:03d}.jpg", i % 3, None,
+                                  np.array([[x, y, x + side // 2 + 3, y + side // 2 + 3]], dtype=np.float64),
+                                  (64, 64), f"img{i:03d}.jpg"))
+    np.save(tmp_path / "img007.jpg.npy", np.zeros((2, 2, 2)))  # one bad map: failed in both
+    labels = [str(r.label) for r in records]
+    maps = FolderMaps(tmp_path, size=128)
+    alone = score_split(records, labels, maps, 0.25, size=128)
+    pooled = score_split(records, labels, maps, 0.25, size=128, workers=2)
+    assert [f[0] for f in pooled.failed] == [f[0] for f in alone.failed] == ["img007.jpg"]
+    assert pooled.loc == alone.loc and pooled.per_class() == alone.per_class()
+    assert [(i.record.image_id, i.box) for i in pooled.images] == [(i.record.image_id, i.box) for i in alone.images]
+    assert pooled.maxboxacc_v2.as_dict() == alone.maxboxacc_v2.as_dict()
+    assert pooled.maxboxacc_v1.as_dict() == alone.maxboxacc_v1.as_dict()
+    assert pooled.sweep.as_dict() == alone.sweep.as_dict()
