@@ -75,7 +75,8 @@ def _layout_producer(opts: dict[str, Any], config: LocalizeConfig, labels: list[
     if opts["tokens_path"] is not None and not tokens:
         raise TokenFileError(f"{opts['tokens_path']}: no token is named after a class of this dataset (expected "
                              f"e.g. `<{labels[0].lower()}>`)")
-    word = opts["meta_word"] if opts["meta_word"] is not None else ("bird" if opts["layout"] == "cub" else AUTO_META)
+    cub = opts["layout"] == "cub" or config.preset == "cub-paper"  # method §2: `bird` for every CUB class
+    word = opts["meta_word"] if opts["meta_word"] is not None else ("bird" if cub else AUTO_META)
     unet_dir = opts["unet_dir"]
     return MapProducer(str(opts["model_source"]), config, tokens, {} if word == AUTO_META else {"*": word},
                        unet_dir=unet_dir, unet_id=folder_id(unet_dir) if unet_dir is not None else None,
@@ -195,8 +196,8 @@ def _write_grid(path: Path, scores: Any, maps: Any, size: int, count: int) -> No
               help="Learned concept tokens: a textual-inversion file or a folder of them; each token is matched to "
                    "the class it is named after (`<class-name>`). Classes without one use f_r = f_d.")
 @click.option("--meta-word", default=None,
-              help=f"Force this meta word (f_d) for every class; default `bird` for cub (docs/method.md §2), the "
-                   f"meta-token rule otherwise; `{AUTO_META}` = the rule.")
+              help=f"Force this meta word (f_d) for every class; default `bird` for --layout cub or --preset cub-paper "
+                   f"(docs/method.md §2), the meta-token rule otherwise; `{AUTO_META}` = the rule.")
 @click.option("--maps", "maps_folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Evaluate saved maps instead of running a model: DIR/<image_id>.npy per image (the id keeps its "
                    "extension: a/b.jpg → a/b.jpg.npy), any size, covering the whole image — e.g. another method's CAMs.")

@@ -137,8 +137,8 @@ def test_numbers_match_the_evaluation_functions_on_the_cached_maps(cub_run):
     v1, v2 = MaxBoxAccEvaluator(gts, sizes, "v1"), MaxBoxAccEvaluator(gts, sizes, "v2")
     for record in records:
         entry = entries[record.image_id]
-        # labels.txt ids are 1-based: class 2 is CLASSES[1]
-        assert entry.label == CLASSES[record.label] and entry.map.shape == (512, 512)
+        # image_class_labels.txt ids are 1-based: the images of class 2 sit in CLASSES[1]'s folder
+        assert entry.label == record.image_id.split("/")[0] and entry.map.shape == (512, 512)
         assert (entry.width, entry.height) == Image.open(record.path).size
         box = boxes_from_map(entry.map, 0.23)[0]
         loc.accumulate([box.x1, box.y1, box.x2, box.y2], record.gt_boxes, entry.width, entry.height, record.label)
@@ -259,9 +259,11 @@ def test_wsol_tree_with_a_top5_csv_classifier_and_a_bad_image(tiny_model_dir, tm
 
 
 # ---- cached or saved maps, no model -----------------------------------------------------------------------------
-def indicator_512(record, width, height, extra=None):
-    """A 512-frame map equal to 1 on the record's first GT box (and `extra` value on a wider frame)."""
-    x1, y1, x2, y2 = gt_boxes_to_frame(record.gt_boxes, width, height)[0]
+def indicator_512(width, height, extra=None):
+    """A 512-frame map equal to 1 on make_cub's GT box (xywh W/4, H/4, W/4, H/4 → xyxy [W/4, H/4, W/2, H/2])
+    and `extra` on a frame 60 px wider; worked out here, not read back from the layout."""
+    x, y, w, h = _gt_xywh((width, height))
+    x1, y1, x2, y2 = gt_boxes_to_frame([[x, y, x + w, y + h]], width, height)[0]
     map_ = np.zeros((512, 512), dtype=np.float32)
     if extra is not None:
         map_[max(y1 - 60, 0) : y2 + 61, max(x1 - 60, 0) : x2 + 61] = extra
@@ -275,7 +277,8 @@ def fill_cub_cache(root, maps_dir, split="test", extra=None):
     cache = MapCache(maps_dir, version)
     for record in records:
         width, height = Image.open(record.path).size
-        cache.save(record.image_id, indicator_512(record, width, height, extra), CLASSES[record.label], width, height)
+        label = record.image_id.split("/")[0]  # the class folder
+        cache.save(record.image_id, indicator_512(width, height, extra), label, width, height)
     return version
 
 
@@ -287,7 +290,7 @@ def no_model(monkeypatch):
 
 
 def test_cached_indicator_maps_score_without_a_model(tmp_path, no_model):
-    """Maps equal to the indicator of each GT box (xywh in bounding_boxes.txt): every box is found."""
+    """Maps on each GT box: read as xywh, every box is found (read as xyxy, none would be)."""
     root = make_cub(tmp_path / "cub")
     version = fill_cub_cache(root, tmp_path / "maps")
     out = tmp_path / "report.json"
@@ -340,6 +343,38 @@ def test_classes_and_limit_narrow_the_split(tmp_path, no_model):
     invoke(*base, "--classes", "001.Black_footed_Albatross", "--limit", "1", "--out", tmp_path / "l.json")
     assert json.loads((tmp_path / "l.json").read_text())["n_images"] == 1
     assert "no class 'heron'" in invoke(*base, "--classes", "heron", code=1).output
+
+
+@pytest.mark.slow
+def test_imagenet_lists_with_the_tiny_model(tiny_model_dir, tmp_path):
+    """ImageNet lists through the model: images under <root>/val, label = the synset line, xyxy boxes (two on
+    the second image), classifier names without the extension."""
+    root = tmp_path / "ILSVRC"
+    root.mkdir()
+    (root / "LOC_synset_mapping.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n")
+    rels = ["n01440764/ILSVRC2012_val_00000001.JPEG", "n01443537/ILSVRC2012_val_00000002.JPEG"]
+    for seed, rel in enumerate(rels):
+        _image(root / "val" / rel, (100, 80), seed)  # bright [25, 20, 50, 40)
+    (root / "val_folder_new.txt").write_text(f"{rels[0]} 0 25 20 49 39\n{rels[1]} 1 0 0 9 9 25 20 49 39\n")
+    preds = {"n01440764/ILSVRC2012_val_00000001": {"pred_scores": [0.8, 0.2]},
+             "n01443537/ILSVRC2012_val_00000002": {"pred_scores": [0.8, 0.2]}}
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    out = tmp_path / "r.json"
+    invoke("benchmark", "--layout", "imagenet", "--root", root, "--model", tiny_model_dir, "--maps-dir",
+           tmp_path / "maps", "--classifier", tmp_path / "preds.json", "--out", out)
+    report = json.loads(out.read_text())
+    assert report["images"]["computed"] == 2 and report["n_images"] == 2 and report["classifier"] is True
+    assert report["thresholds"]["loc"] == 0.25 and report["meta"]["config"]["preset"] == "imagenet-paper"
+    cache = MapCache(tmp_path / "maps", report["meta"]["maps_version"])
+    assert [cache.load(rel).label for rel in rels] == ["tench, Tinca tinca", "goldfish, Carassius auratus"]
+    loc = LocEvaluator(size=512)
+    for rel, label, gts in ((rels[0], 0, [[25, 20, 49, 39]]), (rels[1], 1, [[0, 0, 9, 9], [25, 20, 49, 39]])):
+        entry = cache.load(rel)
+        box = boxes_from_map(entry.map, 0.25)[0]
+        loc.accumulate([box.x1, box.y1, box.x2, box.y2], np.array(gts, dtype=float), 100, 80, label, [0.8, 0.2])
+    expected = loc.compute()
+    assert report["gt_known_loc"] == expected.gt_known and report["top1_loc"] == expected.top1
+    assert report["errors"] == expected.errors and report["errors"]["Cls"] == 50.0  # the goldfish is ranked second
 
 
 def test_imagenet_layout_from_cached_maps_with_a_classifier(tmp_path):
