@@ -329,7 +329,8 @@ def benchmark_command(ctx: click.Context, **opts: Any) -> None:
                              workers=workers)
     if scores.sweep is not None:
         thresholds["best_on_this_split"] = scores.sweep.as_dict()
-    failed = [f for f in failed if f[0] in {r.image_id for r in benchmark.records}] + scores.failed
+    evaluated_ids = {r.image_id for r in benchmark.records}  # unreadable calibration images are not reported
+    failed = [f for f in failed if f[0] in evaluated_ids] + scores.failed
 
     # 5. the report
     dataset = benchmark.source if benchmark.dataset_name is None else f"{benchmark.source}:{benchmark.dataset_name}"
