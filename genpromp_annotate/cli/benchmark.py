@@ -165,6 +165,28 @@ def _write_grid(path: Path, scores: Any, maps: Any, size: int, count: int) -> No
     render_grid([grid_item(i) for i in best], [grid_item(i) for i in worst], path)
 
 
+def _write_report_files(report: dict[str, Any], scores: Any, maps: Any, size: int, opts: dict[str, Any]) -> None:
+    """JSON (--out), Markdown and grid (--markdown / --grid, by default beside --out)."""
+    from genpromp_annotate.atomic_files import write_text_atomic
+    from genpromp_annotate.evaluation.report import report_markdown, write_report_json
+
+    out_file, markdown_file, grid_file = opts["out_file"], opts["markdown_file"], opts["grid_file"]
+    if out_file is not None:
+        markdown_file = markdown_file or out_file.with_suffix(".md")
+        grid_file = grid_file or out_file.with_suffix(".png")
+    if not scores.images:
+        grid_file = None  # nothing to show
+    if grid_file is not None:
+        _write_grid(grid_file, scores, maps, size, opts["grid_size"])
+    if out_file is not None:
+        write_report_json(report, out_file)
+    if markdown_file is not None:
+        grid_link = None
+        if grid_file is not None:
+            grid_link = grid_file.name if grid_file.parent == markdown_file.parent else str(grid_file)
+        write_text_atomic(markdown_file, report_markdown(report, grid_link))
+
+
 # ---- the command -----------------------------------------------------------------------------------------------
 @click.command("benchmark")
 @click.option("--layout", type=click.Choice(LAYOUTS), default=None,
@@ -256,15 +278,9 @@ def benchmark_command(ctx: click.Context, **opts: Any) -> None:
           --maps cams/ --out cam.json                       # another method's maps
       genpromp-annotate benchmark --project birds --limit 500 --out birds.json   # a project's human boxes
     """
-    from genpromp_annotate.atomic_files import write_text_atomic
     from genpromp_annotate.evaluation.map_cache import MapCache
     from genpromp_annotate.evaluation.map_sources import CachedMaps, FolderMaps
-    from genpromp_annotate.evaluation.report import (
-        build_report,
-        report_markdown,
-        report_table,
-        write_report_json,
-    )
+    from genpromp_annotate.evaluation.report import build_report, report_table
     from genpromp_annotate.evaluation.scoring import score_split
 
     engine = pop_engine_options(opts)
@@ -283,8 +299,12 @@ def benchmark_command(ctx: click.Context, **opts: Any) -> None:
     # 1. the images, their labels and (optionally) the classifier's rankings
     benchmark = _open_set(ctx, opts, opts["split"])
     calibration = _open_set(ctx, opts, opts["calibrate_split"]) if opts["calibrate_split"] is not None else None
-    if calibration is not None and calibration.split == benchmark.split:
-        raise ConfigError(f"--calibrate-on {calibration.split}: that is the split being evaluated; pick a held-out one")
+    if calibration is not None:
+        shared = {r.image_id for r in calibration.records} & {r.image_id for r in benchmark.records}
+        if shared:
+            raise ConfigError(f"--calibrate-on {calibration.split}: {len(shared)} of its images are also evaluated "
+                              f"(split {benchmark.split or 'all'}); calibrate on a held-out split (--split picks "
+                              "the evaluated one)")
     rankings = _rankings(opts["classifier_file"], benchmark)
 
     # 2. the maps: saved ones, or the engine's through the cache
@@ -351,22 +371,10 @@ def benchmark_command(ctx: click.Context, **opts: Any) -> None:
         timing={"localize_seconds": round(seconds, 3), "images_per_s": round(computed / seconds, 3) if seconds else None},
         per_class=scores.per_class(), paper=layout if opts["maps_folder"] is None else None,
     )
-    out_file, markdown_file, grid_file = opts["out_file"], opts["markdown_file"], opts["grid_file"]
-    if out_file is not None:
-        markdown_file = markdown_file or out_file.with_suffix(".md")
-        grid_file = grid_file or out_file.with_suffix(".png")
     if opts["export_wsol_maps"] is not None and producer is not None:
         count = cache.export_wsol([item.record.image_id for item in scores.images], opts["export_wsol_maps"])
         click.echo(f"{count} map(s) written as {opts['export_wsol_maps']}/<image_id>.npy", err=True)
-    if grid_file is not None and scores.images:
-        _write_grid(grid_file, scores, maps, config.image_size, opts["grid_size"])
-    if out_file is not None:
-        write_report_json(report, out_file)
-    if markdown_file is not None:
-        grid_link = None
-        if grid_file is not None and scores.images:
-            grid_link = grid_file.name if grid_file.parent == markdown_file.parent else str(grid_file)
-        write_text_atomic(markdown_file, report_markdown(report, grid_link))
+    _write_report_files(report, scores, maps, config.image_size, opts)
     click.echo(report_table(report))
     if seconds > 0:
         click.echo(f"{computed} map(s) computed in {seconds:.1f}s ({computed / seconds:.2f} images/s)", err=True)

@@ -328,6 +328,8 @@ def test_calibrate_on_a_held_out_split(tmp_path, no_model):
     assert calibrated["gt_known_loc"] == 100.0 and calibrated["n_images"] == 4
     assert "pick one" in invoke(*base, "--calibrate-on", "train", "--threshold", "0.3", code=1).output
     assert "held-out" in invoke(*base, "--calibrate-on", "test", code=1).output
+    assert "1 of its images are also evaluated" in invoke(*base, "--split", "all", "--calibrate-on", "train",
+                                                          code=1).output
 
 
 def test_classes_and_limit_narrow_the_split(tmp_path, no_model):
