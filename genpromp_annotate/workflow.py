@@ -268,6 +268,23 @@ def build_localizer(store: Store, project_name: str, device: str | None = None, 
     return ProjectLocalizer(localizer, version, config)
 
 
+def current_model_version(store: Store, project_name: str) -> str | None:
+    """The model version `build_localizer` would give now, worked out without loading the model (base model,
+    learned tokens, selected UNet's digest, settings); None when a selected UNet has no recorded digest."""
+    from genpromp_annotate.engine.tokens import concept_tokens_digest, embedding_digest
+
+    with store.read() as session:
+        project = q.get_project(session, project_name)
+        digests = {c.name: embedding_digest(embedding.float()) for c in q.list_categories(session, project)
+                   if (embedding := q.category_embedding(c)) is not None}
+        base_model, unet_path, unet_digest = project.base_model, project.unet_path, project.unet_digest
+        settings_key = config_for_project(project).box_settings_key
+    if unet_path and not unet_digest:
+        return None
+    return model_version_for(base_model, concept_tokens_digest(digests), unet_digest if unet_path else None,
+                             settings_key).name
+
+
 # ---- annotate --------------------------------------------------------------------------------------------------
 @dataclass
 class BatchReport:

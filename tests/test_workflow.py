@@ -19,6 +19,7 @@ from genpromp_annotate.workflow import (
     annotate_project,
     build_localizer,
     config_for_project,
+    current_model_version,
     import_records,
     load_boxes_frame,
     project_settings,
@@ -157,11 +158,13 @@ def test_trained_tokens_and_settings_change_the_model_version(db, project, tiny_
     own_model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")  # tokens get added to it
     base = build_localizer(db, project, model=own_model)
     assert base.version.tokens_digest == "none" and base.version.unet == "base"
+    assert current_model_version(db, project) == base.model_version
     with db.write() as s:
         category = q.get_category(s, q.get_project(s, project), "cat")
         q.set_category_embedding(category, torch.randn(own_model.text_encoder.config.hidden_size))
     trained = build_localizer(db, project, model=own_model)
     assert trained.model_version != base.model_version and trained.version.tokens_digest != "none"
+    assert current_model_version(db, project) == trained.model_version  # worked out without the model
     assert trained.localizer.category("cat").concept_token == "<cat>"
     other_tau = build_localizer(db, project, model=own_model, config=SETTINGS.replace(threshold=0.5))
     assert len({base.model_version, trained.model_version, other_tau.model_version}) == 3
@@ -182,6 +185,7 @@ def test_selected_finetuned_unet_is_loaded_and_named_in_the_version(db, project,
     finetuned.save_pretrained(tmp_path / "unet")
     with db.write() as s:
         q.select_unet(s, q.get_project(s, project), str(tmp_path / "unet"), None)
+    assert current_model_version(db, project) is None  # no digest recorded for the selected UNet
     tuned = build_localizer(db, project, model=own_model)
     assert tuned.version.unet == weights_digest(finetuned) != "base"
     assert tuned.model_version != base.model_version

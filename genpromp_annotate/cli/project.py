@@ -127,7 +127,8 @@ def labels_command(ctx: click.Context, project: str, action: str | None, names: 
 @click.argument("project")
 @click.pass_context
 def status_command(ctx: click.Context, project: str) -> None:
-    """Where PROJECT stands: images per state, labels, training runs, model versions and their boxes.
+    """Where PROJECT stands: images per state, labels, the current model version and how many images it
+    has yet to annotate, training runs, model versions and their boxes.
 
     \b
     Example:
@@ -135,10 +136,13 @@ def status_command(ctx: click.Context, project: str) -> None:
       genpromp-annotate --db postgresql+psycopg://me@db/genpromp status birds
     """
     from genpromp_annotate.store import queries as q
+    from genpromp_annotate.workflow import current_model_version
 
     store = open_project_store(ctx)
+    current = current_model_version(store, project)
     with store.read() as session:
         proj = q.get_project(session, project)
+        to_annotate = q.count_pending(session, proj, current) if current is not None else None
         counts = q.image_status_counts(session, proj)
         categories = q.list_categories(session, proj)
         runs = list(proj.runs)
@@ -159,6 +163,10 @@ def status_command(ctx: click.Context, project: str) -> None:
         click.echo(f"    error: {error or display_uri(uri)}")
     if counts.get("error", 0) > len(errors):
         click.echo(f"    … {counts['error'] - len(errors)} more")
+    if current is None:
+        click.echo("  current:   unknown (the selected UNet has no recorded digest; `annotate` works it out)")
+    else:
+        click.echo(f"  current:   {current}, {to_annotate} image(s) to annotate with it")
     click.echo(f"  runs:      {len(runs)}")
     for run in runs:
         finished = f" → {run.finished_at:%Y-%m-%d %H:%M}" if run.finished_at else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,13 @@ from genpromp_annotate.engine.capture import (
 from genpromp_annotate.engine.loading import StableDiffusion
 from genpromp_annotate.engine.maps import maps_from_columns
 from genpromp_annotate.engine.prompts import TEMPLATES, CategoryPrompt, PromptCache
-from genpromp_annotate.engine.tokens import add_concept_tokens, concept_token_name, meta_token_for
+from genpromp_annotate.engine.tokens import (
+    add_concept_tokens,
+    concept_token_name,
+    concept_tokens_digest,
+    embedding_digest,
+    meta_token_for,
+)
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.presets import LocalizeConfig
@@ -101,7 +106,7 @@ class Localizer:
         cat = self.category(label)
         token = token or cat.concept_token or concept_token_name(label)
         ids = add_concept_tokens(self.model.tokenizer, self.model.text_encoder, {token: embedding})
-        digest = hashlib.sha256(embedding.detach().float().cpu().numpy().tobytes()).hexdigest()[:12]
+        digest = embedding_digest(embedding)
         cat.concept_token, cat.concept_token_id, cat.concept_digest = token, ids[token], digest
         self._prompts.invalidate(label)
         return token
@@ -109,12 +114,9 @@ class Localizer:
     @property
     def tokens_digest(self) -> str:
         """Digest of every concept embedding (and forced meta word) in use: part of a model version."""
-        items = sorted((c.label, c.concept_digest or "") for c in self._categories.values() if c.concept_digest)
-        forced = sorted((c.label, c.meta_word) for c in self._categories.values() if c.forced_meta_word)
-        if not items and not forced:
-            return "none"
-        # forced meta words only enter the digest when present, so digests without them stay unchanged
-        return hashlib.sha256(repr((items, forced) if forced else items).encode()).hexdigest()[:12]
+        digests = {c.label: c.concept_digest for c in self._categories.values() if c.concept_digest}
+        forced = {c.label: c.meta_word for c in self._categories.values() if c.forced_meta_word}
+        return concept_tokens_digest(digests, forced)
 
     def prompt_for(self, label: str) -> CategoryPrompt:
         cat = self.category(label)

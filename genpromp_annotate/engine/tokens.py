@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,21 @@ import torch
 from genpromp_annotate.errors import TokenFileError
 
 END_OF_WORD = "</w>"
+
+
+def embedding_digest(embedding: torch.Tensor) -> str:
+    """12 hex digits naming a learned embedding's values (as float32)."""
+    return hashlib.sha256(embedding.detach().float().cpu().numpy().tobytes()).hexdigest()[:12]
+
+
+def concept_tokens_digest(digests: Mapping[str, str], forced_meta_words: Mapping[str, str] | None = None) -> str:
+    """The digest of a token set, part of a model version: label → `embedding_digest`, and label → forced
+    meta word (forced words only enter when present, so digests without them stay unchanged)."""
+    items = sorted(digests.items())
+    forced = sorted((forced_meta_words or {}).items())
+    if not items and not forced:
+        return "none"
+    return hashlib.sha256(repr((items, forced) if forced else items).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -117,14 +117,16 @@ class ConceptToken:
 
     @property
     def digest(self) -> str:
-        """As Localizer.set_concept_token digests an embedding."""
-        return hashlib.sha256(self.vector.detach().float().cpu().numpy().tobytes()).hexdigest()[:12]
+        from genpromp_annotate.engine.tokens import embedding_digest
+
+        return embedding_digest(self.vector)
 
 
 def tokens_digest(tokens: dict[str, ConceptToken]) -> str:
     """Localizer.tokens_digest of these tokens (label → token); forced meta words enter the maps key instead."""
-    items = sorted((label, t.digest) for label, t in tokens.items())
-    return hashlib.sha256(repr(items).encode()).hexdigest()[:12] if items else "none"
+    from genpromp_annotate.engine.tokens import concept_tokens_digest
+
+    return concept_tokens_digest({label: t.digest for label, t in tokens.items()})
 
 
 def match_tokens(tokens: dict[str, Any], labels: Sequence[str]) -> dict[str, ConceptToken]:

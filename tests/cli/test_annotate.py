@@ -73,8 +73,11 @@ def _annotated(output):
 @pytest.mark.slow
 def test_annotate_resumes_and_reports(db_url, env, tiny_model_dir, tmp_path):
     _project(db_url, tiny_model_dir, tmp_path / "data", 3)
+    assert re.search(r"current:   gp-[0-9a-f]{12}, 3 image\(s\) to annotate with it", _invoke(db_url, "status", "p"))
     out = _invoke(db_url, "annotate", "p", "--limit", "2", "--batch-size", "1", "--device", "cpu")
     assert "2 image(s) to annotate" in out and "2 images annotated (2 boxes, 0 errors)" in out
+    version = re.search(r"model version (gp-[0-9a-f]{12})", out).group(1)
+    assert f"current:   {version}, 1 image(s) to annotate with it" in _invoke(db_url, "status", "p")
     assert "images/s" in out and "model version gp-" in out
     assert "1 images annotated" in _invoke(db_url, "annotate", "p")
     assert "0 images annotated" in _invoke(db_url, "annotate", "p")

@@ -50,6 +50,8 @@ def test_train_project_trains_every_label_and_status_shows_it(tiny_model_dir, tm
     status = runner.invoke(cli, db + ["status", "demo"])
     assert status.exit_code == 0, status.output
     assert "3 (3 with a learned concept token)" in status.output
+    # the learned tokens make a new model version: every image is to be annotated again
+    assert re.search(r"current:   gp-[0-9a-f]{12}, \d+ image\(s\) to annotate with it", status.output)
     assert re.search(r"#1 concept_tokens done 100%", status.output)
 
     again = runner.invoke(cli, db + ["train-project", "demo"])
