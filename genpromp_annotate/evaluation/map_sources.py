@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,19 @@ def to_frame(map_: np.ndarray, size: int) -> np.ndarray:
         array = np.asarray(cv2.resize(array, (size, size), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
     low, high = float(array.min()), float(array.max())
     return np.zeros_like(array) if high <= low else (array - low) / (high - low)
+
+
+def _open_or_error(record: EvalRecord) -> Any:
+    """The image, or the message of the GenprompError that stops it (loader threads return, not raise)."""
+    try:
+        return open_image(record)
+    except GenprompError as exc:
+        return str(exc)
+
+
+def _load_chunk(decode: ThreadPoolExecutor, chunk: Sequence[tuple[EvalRecord, str]]) -> list[Any]:
+    """Decode one batch's images on the `decode` threads (PIL releases the GIL while decoding), in order."""
+    return [future.result() for future in [decode.submit(_open_or_error, record) for record, _ in chunk]]
 
 
 def open_image(record: EvalRecord) -> Any:
@@ -215,14 +229,37 @@ class MapProducer:
         return self._localizer
 
     def fill_cache(self, cache: MapCache, todo: Sequence[tuple[EvalRecord, str]], batch_size: int,
-                   progress: Callable[[int], None] | None = None) -> list[tuple[str, str]]:
+                   progress: Callable[[int], None] | None = None, loaders: int = 4) -> list[tuple[str, str]]:
         """Localize `(record, label)` pairs batch by batch, storing each map as soon as it exists.
 
+        `loaders` threads decode the next batch's images while the model works on this one.
         Returns (image id, error) of the images that could not be read; the others are all cached.
         """
         failed: list[tuple[str, str]] = []
         if not todo:
             return failed
+        localizer = self.localizer([label for _, label in todo])
+        cache.write_manifest(self.manifest())
+        chunks = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        with ThreadPoolExecutor(max(1, loaders), thread_name_prefix="image-decode") as decode, \
+                ThreadPoolExecutor(1, thread_name_prefix="batch-prefetch") as prefetch:
+            pending = prefetch.submit(_load_chunk, decode, chunks[0])
+            for index, chunk in enumerate(chunks):
+                loaded = pending.result()
+                if index + 1 < len(chunks):
+                    pending = prefetch.submit(_load_chunk, decode, chunks[index + 1])
+                batch = [(record, label, image) for (record, label), image in zip(chunk, loaded)
+                         if not isinstance(image, str)]
+                failed += [(record.image_id, image) for (record, _), image in zip(chunk, loaded)
+                           if isinstance(image, str)]
+                if batch:
+                    maps = localizer.compute_maps([image for _, _, image in batch],
+                                                  [label for _, label, _ in batch]).float().cpu().numpy()
+                    for (record, label, image), map_s in zip(batch, maps):
+                        cache.save(record.image_id, map_s, label, *image.size)
+                if progress is not None:
+                    progress(len(chunk))
+        return failed
         localizer = self.localizer([label for _, label in todo])
         cache.write_manifest(self.manifest())
         for start in range(0, len(todo), batch_size):

@@ -134,3 +134,36 @@ def test_read_token_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TokenFileError, match="no learned-token file"):
         read_token_files(tmp_path / "empty")
+
+
+@pytest.mark.slow  # the tiny model on 5 images, twice
+@pytest.mark.parametrize("loaders", [1, 3])
+def test_fill_cache_prefetches_batches_and_lists_unreadable_images(tiny_model_dir, tmp_path, loaders):
+    """Batches of 2 with a broken file in the middle: every readable image is cached under its label, in
+    order, with the same maps whatever the number of loader threads; the broken one is listed."""
+    from PIL import Image
+
+    from genpromp_annotate.evaluation.map_sources import MapProducer
+    from genpromp_annotate.presets import LocalizeConfig
+
+    todo = []
+    for i in range(5):
+        path = tmp_path / "images" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        if i == 2:
+            path.write_bytes(b"not an image")
+        else:
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(path)
+        todo.append((EvalRecord(f"{i}.png", path, i % 2, None, np.zeros((1, 4)), None, f"{i}.png"),
+                     ["cat", "dog"][i % 2]))
+    producer = MapProducer(str(tiny_model_dir), LocalizeConfig(image_size=256, latent="mean"), device="cpu",
+                           dtype="float32")
+    cache = MapCache(tmp_path / f"maps-{loaders}", producer.version)
+    done: list[int] = []
+    failed = producer.fill_cache(cache, todo, batch_size=2, progress=done.append, loaders=loaders)
+    assert done == [2, 2, 1] and [image_id for image_id, _ in failed] == ["2.png"] and "2.png" in failed[0][1]
+    assert cache.image_ids() == ["0.png", "1.png", "3.png", "4.png"]
+    assert [cache.load(f"{i}.png").label for i in (0, 1, 3, 4)] == ["cat", "dog", "dog", "cat"]
+    assert (cache.load("1.png").width, cache.load("1.png").height) == (60, 40)
+    reference = producer.localizer(["cat", "dog"]).compute_maps([Image.open(todo[3][0].path).convert("RGB")], ["dog"])
+    assert np.allclose(cache.load("3.png").map, reference[0].numpy(), atol=1e-3)  # float16 storage
