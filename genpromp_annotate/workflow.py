@@ -15,6 +15,7 @@ import hashlib
 import io
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ logger = get_logger(__name__)
 
 # Project settings that are tuples in LocalizeConfig but lists in JSON.
 _TUPLE_SETTINGS = ("timesteps", "resolutions")
+DECODE_THREADS = 8  # images of an annotate batch decoded at once
 
 
 # ---- settings ---------------------------------------------------------------------------------------------
@@ -320,19 +322,26 @@ def _localize_batch(project_localizer: ProjectLocalizer, images: list[Image], ba
     """Boxes per image id: ({image id: [(category id, Box)]}, {image id: error}, {image id: (w, h)})."""
     from genpromp_annotate.engine.images import load_image
 
+    def decode(image: Image) -> Any:
+        """The upright RGB image, or the message saying why it cannot be used."""
+        name = display_uri(image.uri)
+        if not image.categories:
+            return f"{name}: no label"
+        try:
+            return load_image(open_uri(image.uri), name=name)
+        except (ImageError, OSError) as exc:
+            return str(exc) if isinstance(exc, ImageError) else f"{name}: cannot read ({exc})"
+
     boxes: dict[int, list[tuple[int, Any]]] = {}
     errors: dict[int, str] = {}
     sizes: dict[int, tuple[int, int]] = {}
     pils, labels, owners = [], [], []
-    for image in images:
-        name = display_uri(image.uri)
-        if not image.categories:
-            errors[image.id] = f"{name}: no label"
-            continue
-        try:
-            pil = load_image(open_uri(image.uri), name=name)
-        except (ImageError, OSError) as exc:
-            errors[image.id] = str(exc) if isinstance(exc, ImageError) else f"{name}: cannot read ({exc})"
+    # decoding (and downloading) on threads: PIL and sockets release the GIL
+    with ThreadPoolExecutor(max(1, min(DECODE_THREADS, len(images))), thread_name_prefix="image-decode") as pool:
+        decoded = list(pool.map(decode, images))
+    for image, pil in zip(images, decoded):
+        if isinstance(pil, str):
+            errors[image.id] = pil
             continue
         sizes[image.id] = pil.size
         boxes[image.id] = []
