@@ -35,6 +35,20 @@ from genpromp_annotate.presets import preset
 logger = get_logger(__name__)
 
 
+def calibrate_omegas(value: str | None) -> tuple[float, ...]:
+    """`GENPROMP_CALIBRATE_OMEGAS`, e.g. "0.4,0.5,0.7": the ω values re-calibration also tries."""
+    if not value or not value.strip():
+        return ()
+    try:
+        omegas = tuple(float(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ConfigError(f"GENPROMP_CALIBRATE_OMEGAS: expected comma-separated numbers, got {value!r}") from None
+    bad = [w for w in omegas if not 0.0 <= w <= 1.0]
+    if bad:
+        raise ConfigError(f"GENPROMP_CALIBRATE_OMEGAS: ω must lie in [0, 1], got {bad[0]}")
+    return omegas
+
+
 def project_factory_from_env():
     """name → project: a project-store project when a name is given (or GENPROMP_PROJECT is set),
     else the model of GENPROMP_MODEL used directly."""
@@ -45,7 +59,8 @@ def project_factory_from_env():
         if name:
             from backend.store_project import StoreProject
 
-            return StoreProject.open(name, env.get("GENPROMP_DATABASE_URL"), device=device, dtype=dtype)
+            return StoreProject.open(name, env.get("GENPROMP_DATABASE_URL"), device=device, dtype=dtype,
+                                     calibrate_omegas=calibrate_omegas(env.get("GENPROMP_CALIBRATE_OMEGAS")))
         source = env.get("GENPROMP_MODEL")
         if not source:
             raise ConfigError("no project: set GENPROMP_PROJECT (or `serve --project NAME`), put "

@@ -1,5 +1,6 @@
 """A Label Studio project backed by a project-store project: its model, tokens and settings come from the
-store, predictions and human boxes go back into it, and `improve` re-calibrates τ and trains tokens."""
+store, predictions and human boxes go back into it, and `improve` re-calibrates τ (and optionally ω) and trains
+tokens."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from backend.media import MediaFetcher
 from backend.projects import SharedModel, StoredBox, shared_model
 from genpromp_annotate.engine.images import load_image
 from genpromp_annotate.engine.localizer import Localizer
+from genpromp_annotate.engine.tokens import concept_tokens_digest, embedding_digest
 from genpromp_annotate.errors import GenprompError, StoreError
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.presets import LocalizeConfig, preset
@@ -41,9 +43,8 @@ def annotation_external_id(annotation_id: Any) -> str:
 def tokens_digest_of(embeddings: Sequence[tuple[str, Any]]) -> str:
     """The digest `Localizer.tokens_digest` gives for these `(category, (D,) tensor)` concept tokens,
     computed from the store without touching the model (so /setup never waits for a running batch)."""
-    items = sorted((label, hashlib.sha256(vector.detach().float().cpu().numpy().tobytes()).hexdigest()[:12])
-                   for label, vector in embeddings if vector is not None)
-    return hashlib.sha256(repr(items).encode()).hexdigest()[:12] if items else "none"
+    return concept_tokens_digest({label: embedding_digest(vector) for label, vector in embeddings
+                                  if vector is not None})
 
 
 @dataclass
@@ -66,14 +67,15 @@ class StoreProject:
     device: str | None = None
     dtype: str | None = None
     train_options: Any = None  # training.runs.TrainOptions; None = the paper's stage 1 on this device
+    calibrate_omegas: tuple[float, ...] = ()  # ω values re-calibration tries besides the current one; () = τ only
     _localizers: dict[str, Localizer] = field(default_factory=dict)
     _improve_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, name: str, db_url: str | None = None, device: str | None = None,
-             dtype: str | None = None) -> StoreProject:
+             dtype: str | None = None, calibrate_omegas: Sequence[float] = ()) -> StoreProject:
         """Open the store, check the project exists, load its base model (shared by the process)."""
-        project = cls(name, open_store(db_url), device, dtype)
+        project = cls(name, open_store(db_url), device, dtype, calibrate_omegas=tuple(calibrate_omegas))
         project.shared  # noqa: B018 - load the model now, not during the first /predict
         return project
 
@@ -212,7 +214,8 @@ class StoreProject:
 
     def recalibrate(self, settings: ProjectSettings, fetcher: MediaFetcher | None = None) -> dict[str, Any]:
         """Sweep τ (MaxBoxAcc at IoU 0.5, the engine's own box rule) on the human-corrected boxes and store
-        the best one as the project's threshold. Returns the old and new τ and the accuracies."""
+        the best one as the project's threshold; with `calibrate_omegas`, the maps of each of those ω are
+        swept too and the best (ω, τ) is stored. Returns the old and new values and the accuracies."""
         from genpromp_annotate.evaluation.maxboxacc import best_threshold
         from genpromp_annotate.sources import open_uri, path_for_uri
         from genpromp_annotate.workflow import project_settings
@@ -238,20 +241,33 @@ class StoreProject:
             return {"recalibrated": False, "reason": "no human-annotated image could be read"}
         project_settings_now = ProjectSettings(preset=settings.preset)  # the project's own τ, not the LS override
         localizer, _, shared = self.localizer(project_settings_now)
-        with shared.lock:
-            results = localizer.localize(images, labels, keep_maps=True)
-        # boxes are inclusive-pixel in the evaluation: the last covered pixel is x2 − 1
-        sweep = best_threshold([r.map_512 for r in results if r.map_512 is not None], [g - np.array([0, 0, 1, 1]) for g in gts],
-                               image_sizes=[im.size for im in images], multi_box=localizer.config.multi_box,
-                               min_area_fraction=localizer.config.min_box_area, prefer=localizer.config.threshold)
-        old = localizer.config.threshold
+        current = localizer.config
+        # the current ω first: among equally good (ω, τ) the current ω is kept
+        omegas = [current.omega] + [w for w in dict.fromkeys(self.calibrate_omegas) if w != current.omega]
+        tried: dict[float, Any] = {}
+        for omega in omegas:
+            candidate = localizer if omega == current.omega else localizer.with_config(current.replace(omega=omega))
+            with shared.lock:
+                results = candidate.localize(images, labels, keep_maps=True)
+            # boxes are inclusive-pixel in the evaluation: the last covered pixel is x2 − 1
+            tried[omega] = best_threshold([r.map_512 for r in results if r.map_512 is not None],
+                                          [g - np.array([0, 0, 1, 1]) for g in gts],
+                                          image_sizes=[im.size for im in images], multi_box=current.multi_box,
+                                          min_area_fraction=current.min_box_area, prefer=current.threshold)
+        omega = max(omegas, key=lambda w: tried[w].accuracy)  # max keeps the first of equal accuracies
+        sweep = tried[omega]
         with self.store.write() as session:
             project = q.get_project(session, self.name)
-            project.settings = project_settings(localizer.config.replace(threshold=sweep.threshold))
-        logger.info("project %s: τ %.2f → %.2f (MaxBoxAcc@0.5 %.1f%% on %d human-annotated images)", self.name,
-                    old, sweep.threshold, sweep.accuracy, len(images))
-        return {"recalibrated": True, "threshold_before": old, "threshold": sweep.threshold,
-                "accuracy": sweep.accuracy, "images": len(images)}
+            project.settings = project_settings(current.replace(threshold=sweep.threshold, omega=omega))
+        logger.info("project %s: τ %.2f → %.2f, ω %.2f → %.2f (MaxBoxAcc@0.5 %.1f%% on %d human-annotated images)",
+                    self.name, current.threshold, sweep.threshold, current.omega, omega, sweep.accuracy, len(images))
+        report = {"recalibrated": True, "threshold_before": current.threshold, "threshold": sweep.threshold,
+                  "accuracy": sweep.accuracy, "images": len(images)}
+        if len(omegas) > 1:
+            report.update(omega_before=current.omega, omega=omega,
+                          tried={str(w): {"threshold": tried[w].threshold, "accuracy": tried[w].accuracy}
+                                 for w in omegas})
+        return report
 
     def train_missing_tokens(self) -> dict[str, Any]:
         """Stage 1 for the categories without a concept token (`training.runs.train_project`), on the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,14 @@ class Localizer:
         self._prompts = PromptCache(self.model.text_encoder, self.model.tokenizer, self.templates)
         self._all_layers: list[AttentionLayer] = probe_cross_attention_layers(self.model.unet)
         self._lock = threading.Lock()  # the capture processors are per-call state on a shared UNet
+
+    def with_config(self, config: LocalizeConfig) -> Localizer:
+        """A Localizer with other settings on the same model, its categories (tokens, meta words) copied;
+        both use one lock, since they drive the same UNet."""
+        other = Localizer(self.model, config, self.templates)
+        other._categories = {label: dataclasses.replace(cat) for label, cat in self._categories.items()}
+        other._lock = self._lock
+        return other
 
     # ---- categories -------------------------------------------------------------------------
     def category(self, label: str) -> _Category:

@@ -53,3 +53,15 @@ def test_server_with_two_workers_answers(tiny_model_dir, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+def test_calibrate_omegas_from_the_environment():
+    from backend.__main__ import calibrate_omegas
+    from genpromp_annotate.errors import ConfigError
+
+    assert calibrate_omegas(None) == () and calibrate_omegas(" ") == ()
+    assert calibrate_omegas("0.4, 0.5,0.7") == (0.4, 0.5, 0.7)
+    with pytest.raises(ConfigError, match="comma-separated numbers"):
+        calibrate_omegas("0.4;0.5")
+    with pytest.raises(ConfigError, match=r"\[0, 1\], got 1.5"):
+        calibrate_omegas("0.5,1.5")

@@ -107,3 +107,39 @@ def test_predict_webhook_and_recalibration_reach_the_store(db, tiny_model_dir, m
         assert state.feedback.wait_idle(60)
         with db.read() as session:
             assert session.scalars(select(Prediction).where(Prediction.source == "human")).all() == []
+
+
+def test_recalibration_tries_the_omega_grid_and_keeps_the_best(db, tiny_model_dir, make_image, tmp_path):
+    """With `calibrate_omegas`, every ω's maps are swept: the current ω's result equals a τ-only
+    re-calibration, and the stored (ω, τ) is the best one (the current ω on a tie)."""
+    from genpromp_annotate.sources import ImportRecord, uri_for_path
+    from genpromp_annotate.workflow import config_for_project, import_records, project_settings
+
+    project = _make_project(db, tiny_model_dir, threshold=0.95)
+    paths = [make_image(f"h{i}.png", size=(80, 60), seed=i) for i in range(3)]
+    import_records(db, "birds", [ImportRecord(uri_for_path(p), ["cat"]) for p in paths])
+    with db.write() as session:
+        proj = q.get_project(session, "birds")
+        cat = q.get_category(session, proj, "cat")
+        for image in session.scalars(select(Image).where(Image.project_id == proj.id)):
+            q.add_predictions(session, image, "human", [(cat, {"x1": 10, "y1": 8, "x2": 50, "y2": 40})],
+                              source="human")
+        original = dict(proj.settings)
+
+    tau_only = project.recalibrate(ProjectSettings())
+    assert tau_only["recalibrated"] and "omega" not in tau_only
+    with db.write() as session:
+        q.get_project(session, "birds").settings = original  # back to ω 0.6, τ 0.95
+
+    project.calibrate_omegas = (0.2, 0.6, 1.0)  # 0.6 (current) is tried once, first
+    report = project.recalibrate(ProjectSettings())
+    assert list(report["tried"]) == ["0.6", "0.2", "1.0"] and report["omega_before"] == 0.6
+    assert report["tried"]["0.6"] == {"threshold": tau_only["threshold"], "accuracy": tau_only["accuracy"]}
+    best = max(entry["accuracy"] for entry in report["tried"].values())
+    winner = next(w for w, entry in report["tried"].items() if entry["accuracy"] == best)
+    assert report["omega"] == float(winner) and report["accuracy"] == best
+    assert report["threshold"] == report["tried"][winner]["threshold"]
+    with db.read() as session:
+        config = config_for_project(q.get_project(session, "birds"))
+    assert (config.omega, config.threshold) == (report["omega"], report["threshold"])
+    assert project_settings(config)["threshold"] == report["threshold"]

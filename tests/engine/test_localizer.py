@@ -88,3 +88,26 @@ def test_concept_token_changes_the_map_and_the_digest(tiny_model_dir):
 def test_mismatched_lengths_are_refused(tiny_model):
     with pytest.raises(ConfigError, match="2 images but 1 labels"):
         Localizer(tiny_model).compute_maps(_images()[:2], ["cat"])
+
+
+def test_with_config_keeps_the_tokens_and_equals_a_fresh_localizer(tiny_model_dir, make_image):
+    """Another ω through `with_config` gives the maps a fresh Localizer with that ω and the same token gives."""
+    import torch
+    from PIL import Image
+
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+    from genpromp_annotate.engine.localizer import Localizer
+    from genpromp_annotate.presets import LocalizeConfig
+
+    model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
+    vector = torch.linspace(-0.5, 0.5, model.text_encoder.config.hidden_size)
+    config = LocalizeConfig(image_size=256, latent="mean")
+    base = Localizer(model, config)
+    base.set_concept_token("cat", vector, "<with-config-cat>")
+    other = base.with_config(config.replace(omega=0.2))
+    fresh = Localizer(model, config.replace(omega=0.2))
+    fresh.set_concept_token("cat", vector, "<with-config-cat>")
+    image = Image.open(make_image("c.png", size=(64, 48))).convert("RGB")
+    assert other.config.omega == 0.2 and base.config.omega == 0.6 and other.tokens_digest == base.tokens_digest
+    assert torch.allclose(other.compute_maps([image], ["cat"]), fresh.compute_maps([image], ["cat"]), atol=1e-6)
+    assert not torch.allclose(other.compute_maps([image], ["cat"]), base.compute_maps([image], ["cat"]), atol=1e-4)
