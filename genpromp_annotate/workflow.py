@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from genpromp_annotate.engine.tokens import concept_token_name, meta_token_for
+from genpromp_annotate.engine.tokens import concept_token_name, meta_token_for, versioned_token
 from genpromp_annotate.errors import GenprompError, ImageError, StoreError, UnknownLabelError
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.presets import LocalizeConfig, preset
@@ -261,7 +261,7 @@ def build_localizer(store: Store, project_name: str, device: str | None = None, 
     localizer = Localizer(model, config)
     for name, token, embedding in trained:
         if embedding is not None:
-            localizer.set_concept_token(name, embedding.float(), token)
+            localizer.set_concept_token(name, embedding.float(), versioned_token(token, embedding.float()))
     version = model_version_for(base_model, localizer.tokens_digest, unet_id, config.box_settings_key)
     with store.write() as session:
         q.record_model_version(session, q.get_project(session, project_name), version)

@@ -1,5 +1,7 @@
 """The workflow on a real store and the tiny model: import bad inputs, annotate, resume, versions, load_boxes."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -165,7 +167,7 @@ def test_trained_tokens_and_settings_change_the_model_version(db, project, tiny_
     trained = build_localizer(db, project, model=own_model)
     assert trained.model_version != base.model_version and trained.version.tokens_digest != "none"
     assert current_model_version(db, project) == trained.model_version  # worked out without the model
-    assert trained.localizer.category("cat").concept_token == "<cat>"
+    assert re.fullmatch(r"<cat#[0-9a-f]{8}>", trained.localizer.category("cat").concept_token)
     other_tau = build_localizer(db, project, model=own_model, config=SETTINGS.replace(threshold=0.5))
     assert len({base.model_version, trained.model_version, other_tau.model_version}) == 3
     with db.read() as s:
@@ -225,3 +227,26 @@ def test_public_load_boxes(db_url, tiny_model, tiny_model_dir, tmp_path):
     frame = genpromp_annotate.load_boxes("pub", db=db_url)
     assert len(frame) == 1 and frame.loc[0, "image_uri"] == str(tmp_path / "d" / "cat" / "a.jpg")
     assert np.isfinite(frame.loc[0, ["x1", "y1", "x2", "y2", "score"]].astype(float)).all()
+
+
+def test_projects_sharing_a_model_keep_their_own_token_rows(db, tiny_model_dir, make_image):
+    """Two projects with a label of the same name and different learned tokens on one loaded model: each
+    localizes as it would on a model of its own (the second never overwrites the first's vocabulary row)."""
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    shared = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
+    hidden = shared.text_encoder.config.hidden_size
+    for name, vector in (("a", torch.linspace(-1, 1, hidden)), ("b", torch.linspace(1, -1, hidden))):
+        with db.write() as s:
+            q.create_project(s, name, str(tiny_model_dir), project_settings(SETTINGS))
+        add_labels(db, name, ["cat"], shared.tokenizer)
+        with db.write() as s:
+            q.set_category_embedding(q.get_category(s, q.get_project(s, name), "cat"), vector)
+    first = build_localizer(db, "a", model=shared)
+    second = build_localizer(db, "b", model=shared)  # loaded after "a", on the same text encoder
+    alone = build_localizer(db, "a", model=load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32"))
+    image = PILImage.open(make_image("cat.png", size=(64, 48))).convert("RGB")
+    assert first.localizer.category("cat").concept_token_id != second.localizer.category("cat").concept_token_id
+    maps = first.localizer.compute_maps([image], ["cat"])
+    assert torch.allclose(maps, alone.localizer.compute_maps([image], ["cat"]), atol=1e-6)
+    assert not torch.allclose(maps, second.localizer.compute_maps([image], ["cat"]), atol=1e-4)

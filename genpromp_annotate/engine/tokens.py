@@ -21,6 +21,12 @@ def embedding_digest(embedding: torch.Tensor) -> str:
     return hashlib.sha256(embedding.detach().float().cpu().numpy().tobytes()).hexdigest()[:12]
 
 
+def versioned_token(token: str, embedding: torch.Tensor) -> str:
+    """`<cat>` → `<cat#1a2b3c4d>`: a vocabulary entry owned by these embedding values alone, so that two
+    projects (or two token versions) sharing one loaded model never overwrite each other's row."""
+    return f"<{token.strip('<>')}#{embedding_digest(embedding)[:8]}>"
+
+
 def concept_tokens_digest(digests: Mapping[str, str], forced_meta_words: Mapping[str, str] | None = None) -> str:
     """The digest of a token set, part of a model version: label → `embedding_digest`, and label → forced
     meta word (forced words only enter when present, so digests without them stay unchanged)."""
