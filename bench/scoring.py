@@ -1,5 +1,6 @@
 """Benchmark scoring speed: images/s of `score_split` on cached maps, in one process vs a process pool,
-and the Loc τ sweep with one contour pass per distinct cut vs `boxes_from_map` at every τ. Same run.
+and the Loc τ sweep (the map quantised once, contours once per distinct cut, no box score) vs
+`boxes_from_map` at every τ. Same run.
 
 The maps are smooth random blobs (one to three per image, 512×512, stored as the benchmark's float16
 `.npz` cache entries), like the engine's maps; GT boxes sit on the strongest blob.

@@ -10,38 +10,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from genpromp_annotate.engine.boxes import EMPTY_BOX_512
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.evaluation.iou import iou_inclusive
 from genpromp_annotate.evaluation.loc_metrics import gt_boxes_to_frame
+from genpromp_annotate.evaluation.maxboxacc import contour_rects_at_thresholds
 
 LOC_METRICS: tuple[str, ...] = ("gt_known_loc", "top1_loc", "top5_loc")
 
 
 def largest_boxes_at_thresholds(map_01: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """`(T, 4)` the engine's one box (`boxes_from_map(map, τ)[0]`) at each τ, `[x, y, x+w, y+h]`.
-
-    Quantises once and finds contours once per distinct cut `int(τ·max)`.
-    """
-    gray = (np.asarray(map_01) * 255).astype(np.uint8)  # truncation, as boxes_from_map
-    peak = float(gray.max())
-    by_cut: dict[int, tuple[int, int, int, int]] = {}
+    """`(T, 4)` the engine's one box (`boxes_from_map(map, τ)[0]`) at each τ, `[x, y, x+w, y+h]`, without
+    re-quantising the map or scoring the box at every τ."""
     boxes = np.empty((len(thresholds), 4), dtype=np.int64)
-    for i, tau in enumerate(thresholds):
-        cut = int(float(tau) * peak)
-        if cut not in by_cut:
-            _, mask = cv2.threshold(gray, cut, 255, cv2.THRESH_BINARY)
-            contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
-            if not contours:
-                by_cut[cut] = EMPTY_BOX_512
-            else:
-                largest = contours[int(np.argmax([cv2.contourArea(c) for c in contours]))]
-                x, y, w, h = cv2.boundingRect(largest)
-                by_cut[cut] = (x, y, x + w, y + h)
-        boxes[i] = by_cut[cut]
+    for i, rects in enumerate(contour_rects_at_thresholds(map_01, thresholds, largest_only=True)):
+        if rects is None:
+            boxes[i] = EMPTY_BOX_512
+        else:
+            x, y, w, h = rects[0]
+            boxes[i] = (x, y, x + w, y + h)
     return boxes
 
 

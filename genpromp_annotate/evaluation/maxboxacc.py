@@ -46,21 +46,35 @@ def normalize_map(map_: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
     return (array - low) / (high - low)
 
 
-def boxes_at_thresholds(map_01: np.ndarray, thresholds: np.ndarray, all_contours: bool = True) -> list[np.ndarray]:
-    """Boxes of a normalised `(S, S)` map at each τ: a list of `(n_τ, 4)` int arrays (n_τ ≥ 1)."""
-    gray = (map_01 * 255).astype(np.uint8)  # truncation, as the reference's astype
+def contour_rects_at_thresholds(map_01: np.ndarray, thresholds: np.ndarray,
+                                largest_only: bool = False) -> list[np.ndarray | None]:
+    """Bounding rects `(n, 4)` int `[x, y, w, h]` of the contours (tree retrieval) at each τ, or None where
+    no pixel survives. The map is quantised once (`uint8(map·255)`, truncating); at each τ the pixels
+    strictly above `int(τ·max)` are kept, and each distinct cut is contoured once."""
+    gray = (np.asarray(map_01) * 255).astype(np.uint8)  # truncation, as the reference's astype
     peak = float(gray.max())
-    height, width = gray.shape
+    by_cut: dict[int, np.ndarray | None] = {}
     result = []
     for tau in thresholds:
-        _, mask = cv2.threshold(gray, int(tau * peak), 255, cv2.THRESH_BINARY)  # keeps gray > cut
-        contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
-        if not contours:
+        cut = int(float(tau) * peak)
+        if cut not in by_cut:
+            _, mask = cv2.threshold(gray, cut, 255, cv2.THRESH_BINARY)  # keeps gray > cut
+            contours, _ = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+            if contours and largest_only:
+                contours = (contours[int(np.argmax([cv2.contourArea(c) for c in contours]))],)
+            by_cut[cut] = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64) if contours else None
+        result.append(by_cut[cut])
+    return result
+
+
+def boxes_at_thresholds(map_01: np.ndarray, thresholds: np.ndarray, all_contours: bool = True) -> list[np.ndarray]:
+    """Boxes of a normalised `(S, S)` map at each τ: a list of `(n_τ, 4)` int arrays (n_τ ≥ 1)."""
+    height, width = np.shape(map_01)
+    result = []
+    for rects in contour_rects_at_thresholds(map_01, thresholds, largest_only=not all_contours):
+        if rects is None:
             result.append(np.zeros((1, 4), dtype=np.int64))
             continue
-        if not all_contours:
-            contours = [contours[int(np.argmax([cv2.contourArea(c) for c in contours]))]]
-        rects = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64)  # (n, 4) x, y, w, h
         x, y, w, h = rects.T
         result.append(np.stack([x, y, np.minimum(x + w, width - 1), np.minimum(y + h, height - 1)], axis=1))
     return result

@@ -154,9 +154,9 @@ def score_split(records: Sequence[EvalRecord], labels: Sequence[str], maps: MapR
         progress(len(records) - len(todo))
     jobs = [(record, rankings[record.prediction_name] if rankings is not None else None) for record, _ in todo]
     sweep = LocSweep(thresholds=settings.thresholds, size=size)
-    gt_boxes = {record.image_id: record.gt_boxes for record, _ in todo}
-    v1 = MaxBoxAccEvaluator(gt_boxes, {}, version="v1", interval=interval) if maxboxacc else None
-    v2 = MaxBoxAccEvaluator(gt_boxes, {}, version="v2", interval=interval) if maxboxacc else None
+    # fed per-image IoUs through add(): the evaluators need no GT or size tables
+    v1 = MaxBoxAccEvaluator({}, {}, version="v1", interval=interval) if maxboxacc else None
+    v2 = MaxBoxAccEvaluator({}, {}, version="v2", interval=interval) if maxboxacc else None
     images: list[ImageResult] = []
     failed: list[tuple[str, str]] = []
     for (record, label), (_, ranking), parts in zip(todo, jobs, _results(maps, settings, jobs, workers)):

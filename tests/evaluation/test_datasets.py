@@ -10,13 +10,7 @@ import pytest
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.evaluation.datasets import open_layout, read_class_names, select, stratified_indices
 from genpromp_annotate.evaluation.layouts import DatasetLayoutError
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+from tests.evaluation.conftest import write
 
 
 @pytest.fixture()

@@ -16,15 +16,9 @@ from genpromp_annotate.evaluation.layouts import (
     read_synset_mapping,
     read_wsolevaluation,
 )
+from tests.evaluation.conftest import write
 
 TEST_DATA = Path(__file__).parent.parent / "data"
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture()
