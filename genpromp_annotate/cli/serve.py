@@ -51,15 +51,19 @@ def _ls_options(func):
 @click.option("--device", envvar="GENPROMP_DEVICE", default=None, help="torch device; default the best available.")
 @click.option("--dtype", envvar="GENPROMP_DTYPE", type=click.Choice(["float32", "float16", "bfloat16"]),
               default=None, help="Default: bfloat16/float16 on CUDA, float32 on CPU.")
+@click.option("--calibrate-omegas", envvar="GENPROMP_CALIBRATE_OMEGAS", default=None, metavar="W,W,…",
+              help="ω values the re-calibration also tries besides the project's, e.g. 0.4,0.5,0.7; the best "
+                   "(ω, τ) is kept (env GENPROMP_CALIBRATE_OMEGAS). Default: τ only.")
 @click.pass_obj
 def serve_command(obj, project_name: str | None, model_source: str | None, tokens: Path | None, host: str,
                   port: int, workers: int, threads: int, batch_size: int, device: str | None,
-                  dtype: str | None) -> None:
+                  dtype: str | None, calibrate_omegas: str | None) -> None:
     """Run the Label Studio ML backend (/health, /setup, /predict, /webhook, /metrics).
 
     In Label Studio: Project → Settings → Model → Connect Model, URL http://HOST:PORT. Boxes of the
     project's categories come back as pre-annotations; annotations flow back through the webhook, and
-    "Start Training" re-calibrates the threshold on them and trains tokens for untrained labels.
+    "Start Training" re-calibrates the threshold (and, with --calibrate-omegas, ω) on them and trains
+    tokens for untrained labels.
     Basic auth: set BASIC_AUTH_USER and BASIC_AUTH_PASS. Media: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY
     for Label Studio files; GENPROMP_MEDIA_ROOTS for plain local paths (see docs).
 
@@ -70,6 +74,9 @@ def serve_command(obj, project_name: str | None, model_source: str | None, token
     """
     if not project_name and not model_source:
         raise ConfigError("serve needs --project NAME (a project-store project) or --model SOURCE")
+    from backend.__main__ import calibrate_omegas as parse_omegas
+
+    parse_omegas(calibrate_omegas)  # a bad list fails here, not in every worker
     if project_name:
         from genpromp_annotate.store.database import open_store
         from genpromp_annotate.workflow import ensure_project_exists
@@ -80,7 +87,7 @@ def serve_command(obj, project_name: str | None, model_source: str | None, token
     env = {"GENPROMP_PROJECT": project_name, "GENPROMP_MODEL": model_source,
            "GENPROMP_TOKENS": str(tokens) if tokens else None, "GENPROMP_BACKEND_THREADS": str(threads),
            "GENPROMP_BATCH_SIZE": str(batch_size), "GENPROMP_DEVICE": device, "GENPROMP_DTYPE": dtype,
-           "GENPROMP_DATABASE_URL": obj.db_url if obj else None,
+           "GENPROMP_DATABASE_URL": obj.db_url if obj else None, "GENPROMP_CALIBRATE_OMEGAS": calibrate_omegas,
            "GENPROMP_BACKEND_VERBOSE": str(max(1, obj.verbose if obj else 1))}
     for name, value in env.items():
         if value is not None:

@@ -65,3 +65,12 @@ def test_calibrate_omegas_from_the_environment():
         calibrate_omegas("0.4;0.5")
     with pytest.raises(ConfigError, match=r"\[0, 1\], got 1.5"):
         calibrate_omegas("0.5,1.5")
+
+
+def test_serve_refuses_a_bad_omega_list_before_starting():
+    from click.testing import CliRunner
+
+    from genpromp_annotate.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--model", "m", "--calibrate-omegas", "0.5;0.7"])
+    assert result.exit_code == 1 and "GENPROMP_CALIBRATE_OMEGAS: expected comma-separated numbers" in result.output
