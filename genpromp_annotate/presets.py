@@ -60,6 +60,9 @@ PRESETS: dict[str, LocalizeConfig] = {
     "imagenet-paper": LocalizeConfig(threshold=0.25, preset="imagenet-paper"),
     # method §4 step 8: CUB uses τ = 0.23.
     "cub-paper": LocalizeConfig(threshold=0.23, preset="cub-paper"),
+    # The shipped toy model (`toy-model`) on the toy world's 64-px images; τ and resolutions were chosen
+    # on the toy world's val split (bench/toy_world.py), never on test.
+    "toy": LocalizeConfig(image_size=64, threshold=0.5, resolutions=(8, 16), preset="toy"),
     # Beyond the paper: several instances per image, deterministic latents.
     "multi-instance": LocalizeConfig(multi_box=True, latent="mean", preset="multi-instance"),
 }

@@ -12,7 +12,7 @@ from genpromp_annotate.errors import GenprompError
 from genpromp_annotate.log import set_verbosity
 
 # Each module defines `register(group)`; one module per command family.
-COMMAND_MODULES = ("admin", "annotate", "project", "import_export", "train", "serve", "benchmark")
+COMMAND_MODULES = ("admin", "toy", "annotate", "project", "import_export", "train", "serve", "benchmark")
 
 
 @dataclass

@@ -62,7 +62,7 @@ class _Progress:
 @click.option("--categories-per-step", type=click.IntRange(min=1), default=None,
               help="Labels trained together in one UNet call [4], so the UNet batch is 4 × --batch-size; "
                    "each label still sees only its own images.")
-@click.option("--resolution", type=int, default=None, help="Training image side in pixels, a multiple of 64 [512].")
+@click.option("--resolution", type=int, default=None, help="Training image side in pixels, a multiple of 64 [the project's image size: 512, or 64 for the toy preset].")
 @click.option("--seed", type=int, default=None, help="Seed of augmentations, timesteps and noise [0].")
 @click.option("--gradient-checkpointing", is_flag=True, help="Trade compute for memory in the UNet.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=20, show_default=True,
@@ -113,6 +113,10 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
     from genpromp_annotate.training.runs import TrainEvent, TrainOptions, train_project, unfinished_runs
     from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig
 
+    context = process_context(device)
+    store = open_project_store(ctx)
+    if resolution is None:  # train at the size the project's boxes are made at (64 for the toy preset)
+        resolution = _project_image_size(store, project)
     concept = ConceptTrainingConfig().replace(
         epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
         grad_accum=grad_accum, categories_per_step=categories_per_step, resolution=resolution, seed=seed,
@@ -125,8 +129,6 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
     options = TrainOptions(concept=concept, unet=unet, retrain=retrain, resume=resume,
                            checkpoint_every=checkpoint_every, select_unet=not no_select_unet,
                            export_dir=export_tokens, device=device, dtype=dtype)
-    context = process_context(device)
-    store = open_project_store(ctx)
     progress = _Progress(enabled=context.is_main)
     say = click.echo if context.is_main else (lambda *a, **k: None)
     world = f" on {context.world_size} processes" if context.world_size > 1 else ""
@@ -175,6 +177,14 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
     for path in summary.exported:
         say(f"exported {path}")
     say(f"next: genpromp-annotate status {project}   |   genpromp-annotate annotate {project}")
+
+
+def _project_image_size(store, project: str) -> int:
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.workflow import config_for_project
+
+    with store.read() as session:
+        return config_for_project(q.get_project(session, project)).image_size
 
 
 def register(group: click.Group) -> None:

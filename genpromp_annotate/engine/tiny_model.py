@@ -198,6 +198,12 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, widths: SDV1Widths = TIN
     parts = build_sd_v1_components(widths, seed)
     for name in ("text_encoder", "unet", "vae", "scheduler"):
         parts[name].save_pretrained(out / name)
+    write_model_index(out)
+    return out
+
+
+def write_model_index(out: Path) -> None:
+    """The `model_index.json` of an SD v1 pipeline folder (no safety checker, no feature extractor)."""
     model_index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": _version("diffusers"),
@@ -211,7 +217,6 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0, widths: SDV1Widths = TIN
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (out / "model_index.json").write_text(json.dumps(model_index, indent=2))
-    return out
 
 
 def _version(package: str) -> str:

@@ -134,6 +134,9 @@ def open_layout(layout: str, root: Path, split: str | None = None, image_root: P
         return _labelled("imagenet", split, records, _names_for(records, names, class_names_file))
     folder, images, name = _wsol_folders(root, dataset_name, split, image_root)
     records = read_wsolevaluation(folder, images)
+    if given is None and (folder.parent / "class_names.txt").is_file():  # a tree may name its classes
+        class_names_file = folder.parent / "class_names.txt"
+        given = read_class_names(class_names_file)
     return _labelled("wsol", split, records, _names_for(records, given, class_names_file), name)
 
 
