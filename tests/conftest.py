@@ -109,3 +109,20 @@ def db(db_url):
     store = open_store(db_url)
     yield store
     store.dispose()
+
+
+# ---- the shipped toy model: a small Stable Diffusion that really localizes the toy world's shapes --------
+@pytest.fixture(scope="session")
+def toy_model_dir(tmp_path_factory) -> Path:
+    """The shipped toy model written out as a diffusers folder, once per test session."""
+    from genpromp_annotate.toy.weights import write_toy_model
+
+    return write_toy_model(tmp_path_factory.mktemp("toy-sd") / "toy-sd")
+
+
+@pytest.fixture(scope="session")
+def toy_model(toy_model_dir):
+    """The toy model loaded on CPU in float32 (shared: tests must not modify its weights)."""
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    return load_stable_diffusion(toy_model_dir, device="cpu", dtype="float32")

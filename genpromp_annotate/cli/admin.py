@@ -58,41 +58,31 @@ def db_upgrade_command(ctx: click.Context) -> None:
         click.echo(f"{store.display_url} upgraded from revision {before or '(empty)'} to {after}")
 
 
-# The demo's two categories: each is one CLIP token, so its meta token is the word itself.
-DEMO_LABELS = ("ball", "box")
-DEMO_SIZES = ((320, 240), (256, 256), (400, 300))
+DEMO_SIZES = ((256, 256), (320, 240), (240, 320))  # non-square sizes too: boxes come back in each image's frame
 
 
-def write_demo_images(folder: Path, per_label: int = 3, seed: int = 0) -> list[Path]:
-    """Real image files: a ball (disc) or a box (square) on a noisy two-tone background, JPEG and PNG.
+def write_demo_images(folder: Path, per_label: int = 3, seed: int = 0) -> dict[Path, tuple[str, list]]:
+    """Toy-world test images (every class the toy model was taught), scaled up to a few sizes.
 
-    Written as `folder/<label>/<label>_<k>.(jpg|png)`, the imagefolder layout.
+    Written as `folder/<label>/<label>_<k>.png`, the imagefolder layout. Returns path → (label, GT boxes).
     """
-    import numpy as np
-    from PIL import Image, ImageDraw
+    from genpromp_annotate.toy.world import BASE_CLASSES, render_scene, split_images
 
-    rng = np.random.default_rng(seed)
-    paths = []
-    for label in DEMO_LABELS:
-        for k in range(per_label):
-            width, height = DEMO_SIZES[k % len(DEMO_SIZES)]
-            top, bottom = rng.integers(40, 200, 3), rng.integers(40, 200, 3)
-            ramp = np.linspace(0.0, 1.0, height)[:, None, None]
-            background = top * (1 - ramp) + bottom * ramp + rng.normal(0, 12, (height, width, 3))
-            image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
-            draw = ImageDraw.Draw(image)
-            side = int(min(width, height) * rng.uniform(0.3, 0.55))
-            x, y = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
-            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            if label == "ball":
-                draw.ellipse((x, y, x + side, y + side), fill=colour, outline=(0, 0, 0), width=2)
-            else:
-                draw.rectangle((x, y, x + side, y + side), fill=colour, outline=(0, 0, 0), width=2)
-            path = folder / label / f"{label}_{k}.{'jpg' if k % 2 == 0 else 'png'}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image.save(path, quality=92) if path.suffix == ".jpg" else image.save(path)
-            paths.append(path)
-    return paths
+    items = [item for item in split_images("test", per_label * 12, seed=seed) if item.label in BASE_CLASSES]
+    written: dict[Path, tuple[str, list]] = {}
+    counts: dict[str, int] = {}
+    for item in items:
+        k = counts.get(item.label, 0)
+        if k >= per_label:
+            continue
+        counts[item.label] = k + 1
+        width, height = DEMO_SIZES[k % len(DEMO_SIZES)]
+        image, objects = render_scene(item.scene, width, height)
+        path = folder / item.label / f"{item.label}_{k}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        written[path] = (item.label, [box for cls, box in objects if cls == item.label])
+    return written
 
 
 def draw_overlays(boxes, out_dir: Path) -> list[Path]:  # boxes: the load_boxes DataFrame
@@ -126,12 +116,13 @@ def draw_overlays(boxes, out_dir: Path) -> list[Path]:  # boxes: the load_boxes 
 @click.option("--device", default="cpu", show_default=True, help="torch device.")
 @click.pass_context
 def demo_command(ctx: click.Context, out_dir: Path | None, images_per_label: int, device: str) -> None:
-    """Run the whole flow on generated images with a tiny local model, in well under two minutes on CPU.
+    """Run the whole flow on toy-world images with the shipped toy model, in well under a minute on CPU.
 
-    Makes the tiny model (cached under $GENPROMP_HOME/models), writes a few images of two labels,
-    creates a project in a fresh SQLite database (or in --db), imports, annotates, and writes the
-    boxes as CSV plus one overlay PNG per image. The tiny model is random: the flow is real, the
-    boxes are not meaningful; use `init --model` with a Stable Diffusion model for real boxes.
+    Writes the toy model (a small Stable Diffusion trained on coloured shapes, cached under
+    $GENPROMP_HOME/models), a few images of its five shape classes at several sizes, creates a project
+    in a fresh SQLite database (or in --db), imports, annotates, writes the boxes as CSV plus one overlay
+    PNG per image, and scores the boxes against the images' known GT (GT-known Loc, IoU ≥ 0.5). The toy
+    model knows only the toy world; use `init --model` with a Stable Diffusion model for real photos.
 
     \b
     Example:
@@ -140,13 +131,17 @@ def demo_command(ctx: click.Context, out_dir: Path | None, images_per_label: int
     """
     import time
 
+    import numpy as np
+
     from genpromp_annotate.engine.loading import load_stable_diffusion
-    from genpromp_annotate.engine.tiny_model import make_tiny_model
+    from genpromp_annotate.evaluation.iou import iou_inclusive
     from genpromp_annotate.exports import export_boxes
-    from genpromp_annotate.presets import LocalizeConfig
-    from genpromp_annotate.sources import read_source
+    from genpromp_annotate.presets import preset
+    from genpromp_annotate.sources import path_for_uri, read_source
     from genpromp_annotate.store import queries as q
     from genpromp_annotate.store.database import genpromp_home, open_store
+    from genpromp_annotate.toy.weights import ensure_toy_model
+    from genpromp_annotate.toy.world import BASE_CLASSES
     from genpromp_annotate.workflow import (
         add_labels,
         annotate_project,
@@ -160,13 +155,10 @@ def demo_command(ctx: click.Context, out_dir: Path | None, images_per_label: int
     home = genpromp_home()
     out_dir = (out_dir or home / "demo").expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = home / "models" / "tiny-sd"
-    if not (model_dir / "model_index.json").is_file():
-        click.echo(f"making the tiny model in {model_dir} …")
-        make_tiny_model(model_dir, seed=0)
+    model_dir = ensure_toy_model(home / "models" / "toy-sd")
     images_dir = out_dir / "images"
-    paths = write_demo_images(images_dir, per_label=images_per_label)
-    click.echo(f"{len(paths)} images written to {images_dir}")
+    truth = write_demo_images(images_dir, per_label=images_per_label)
+    click.echo(f"{len(truth)} toy-world images written to {images_dir}")
 
     db_url = ctx.find_root().obj.db_url
     if db_url is None:
@@ -179,23 +171,30 @@ def demo_command(ctx: click.Context, out_dir: Path | None, images_per_label: int
     model = load_stable_diffusion(model_dir, device=device, dtype="float32")
     with store.write() as session:
         if q.find_project(session, name) is None:
-            q.create_project(session, name, str(model_dir), project_settings(LocalizeConfig()))
+            q.create_project(session, name, str(model_dir), project_settings(preset("toy")))
     with store.read() as session:
         known = {c.name for c in q.list_categories(session, q.get_project(session, name))}
-    add_labels(store, name, [label for label in DEMO_LABELS if label not in known], model.tokenizer)
+    add_labels(store, name, [label for label in BASE_CLASSES if label not in known], model.tokenizer)
     report = import_records(store, name, read_source(images_dir, "imagefolder"))
     click.echo(f"project {name!r} in {store.display_url}: {report.added} images imported")
     project_localizer = build_localizer(store, name, model=model)
-    summary = annotate_project(store, name, project_localizer, batch_size=4)
+    summary = annotate_project(store, name, project_localizer, batch_size=8)
     click.echo(f"annotated {summary.images} images ({summary.boxes} boxes) at {summary.images_per_s:.2f} images/s, "
                f"model version {project_localizer.model_version}")
     boxes = load_boxes_frame(store, name)
     csv_path = export_boxes(boxes, "csv", out_dir / "boxes.csv")
     overlays = draw_overlays(boxes, out_dir / "overlays")
     store.dispose()
+    hits = 0
+    for row in boxes.itertuples():
+        local = path_for_uri(row.image_uri)
+        gt = truth.get(local) if local else None
+        if gt and row.x1 == row.x1:  # NaN: no box
+            hits += float(iou_inclusive(np.array([[row.x1, row.y1, row.x2, row.y2]]), np.array(gt[1])).max()) >= 0.5
     click.echo(f"boxes:    {csv_path}")
     click.echo(f"overlays: {out_dir / 'overlays'} ({len(overlays)} PNG)")
     click.echo(f"database: {db_url}")
+    click.echo(f"GT-known: {100 * hits / max(1, len(truth)):.1f} % of {len(truth)} images boxed on their object (IoU ≥ 0.5)")
     click.echo(f"done in {time.perf_counter() - started:.1f}s; next: genpromp-annotate --db {db_url} status {name}")
 
 

@@ -91,3 +91,16 @@ def write_toy_model(out_dir: str | Path, weights: Path | None = None) -> Path:
     write_clip_tokenizer_files(out / "tokenizer")
     write_model_index(out)
     return out
+
+
+def ensure_toy_model(folder: Path) -> Path:
+    """`folder` holding the shipped toy model, written (again) when absent or from other weights."""
+    import hashlib
+
+    stamp = folder / "toy-weights.sha256"
+    digest = hashlib.sha256(packaged_weights_path().read_bytes()).hexdigest()
+    if (folder / "model_index.json").is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return folder
+    write_toy_model(folder)
+    stamp.write_text(digest + "\n")
+    return folder

@@ -2,8 +2,9 @@
 
 Label Studio is started from GENPROMP_TEST_LABEL_STUDIO (the `label-studio` executable that
 `.ci/labelstudio.sh` prints); without it the test is skipped, and when it is set but the server does not
-come up, the test fails. Our backend runs on a real uvicorn server in this process, on the tiny model and
-a SQLite project store, so the test can read the store the webhook writes to.
+come up, the test fails. Our backend runs on a real uvicorn server in this process, on the shipped toy
+model (which localizes the toy world's shapes, so the regions Label Studio stores can be checked against
+the objects) and a project store, so the test can read the store the webhook writes to.
 """
 
 from __future__ import annotations
@@ -24,6 +25,19 @@ import requests
 from sqlalchemy import select
 
 from tests.backend.conftest import LABEL_CONFIG
+from tests.toy.test_geometry import on_object, world_items
+
+# The toy model's classes; "Square" is a Label Studio value mapped to the category `square`.
+TOY_CONFIG = """
+<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="box" toName="image">
+    <Label value="circle"/>
+    <Label value="Square" predicted_values="square"/>
+    <Label value="triangle"/><Label value="star"/><Label value="cross"/>
+  </RectangleLabels>
+</View>
+"""
 
 LS_ENV = "GENPROMP_TEST_LABEL_STUDIO"
 LS_START_TIMEOUT_S = 300  # first start migrates a fresh database: about 30-90 s on 2 cores
@@ -95,22 +109,23 @@ def label_studio(tmp_path_factory):
 
 
 @pytest.fixture()
-def backend_server(db, tiny_model_dir, make_state, media_root, label_studio, tmp_path, monkeypatch):
-    """Our backend on a real uvicorn server (a thread), serving store project `birds`."""
+def backend_server(db, toy_model_dir, make_state, media_root, label_studio, tmp_path, monkeypatch):
+    """Our backend on a real uvicorn server (a thread), serving store project `shapes` on the toy model."""
     monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
     import uvicorn
 
     from backend.app import create_app
     from backend.media import MediaFetcher
     from backend.store_project import StoreProject
-    from genpromp_annotate.presets import LocalizeConfig
+    from genpromp_annotate.presets import preset
     from genpromp_annotate.store import queries as q
+    from genpromp_annotate.toy.world import BASE_CLASSES
     from genpromp_annotate.workflow import add_labels, load_tokenizer, project_settings
 
     with db.write() as session:
-        q.create_project(session, "birds", str(tiny_model_dir), project_settings(LocalizeConfig(latent="mean")))
-    add_labels(db, "birds", ["cat", "dog"], load_tokenizer(str(tiny_model_dir)))
-    project = StoreProject("birds", db, device="cpu", dtype="float32")
+        q.create_project(session, "shapes", str(toy_model_dir), project_settings(preset("toy")))
+    add_labels(db, "shapes", list(BASE_CLASSES), load_tokenizer(str(toy_model_dir)))
+    project = StoreProject("shapes", db, device="cpu", dtype="float32")
     ls_url, _ = label_studio
     state = make_state(retrain_every=0)
     # media only through Label Studio, with the user's token: the path a deployed backend takes
@@ -127,30 +142,38 @@ def backend_server(db, tiny_model_dir, make_state, media_root, label_studio, tmp
     thread.join(timeout=30)
 
 
-def test_label_studio_round_trip(label_studio, backend_server, make_image):
+def test_label_studio_round_trip(label_studio, backend_server):
     from label_studio_sdk import LabelStudio
 
     from genpromp_annotate.store.models import Prediction
+    from genpromp_annotate.toy.world import render_scene
 
     ls_url, media = label_studio
     backend_url, state, db = backend_server
     client = LabelStudio(base_url=ls_url, api_key=TOKEN)
-    config = LABEL_CONFIG.replace('value="Cat"', 'value="cat"')
+    config = TOY_CONFIG
 
     project = client.projects.create(title="genpromp e2e", label_config=config)
     sizes = [(96, 64), (80, 80), (64, 96)]
-    names = [f"dataset/{make_image(f'e2e{i}.png', size=size, seed=i, folder=media / 'dataset').name}"
-             for i, size in enumerate(sizes)]
+    items = [next(it for it in world_items(30) if it.label == label) for label in ("circle", "square", "star")]
+    names, gts = [], {}
+    (media / "dataset").mkdir(exist_ok=True)
+    for i, (item, size) in enumerate(zip(items, sizes)):
+        image, objects = render_scene(item.scene, *size)
+        image.save(media / "dataset" / f"e2e{i}.png")
+        names.append(f"dataset/e2e{i}.png")
+        gts[names[-1]] = [box for cls, box in objects if cls == item.label]
     # Label Studio serves /data/local-files/ only for files under a storage (a sub-folder of its root)
     client.import_storage.local.create(project=project.id, path=str(media / "dataset"), use_blob_urls=True,
                                        title="images")
-    tasks = [{"image": f"/data/local-files/?d={name}", "label": label} for name, label in zip(names, ["cat", "Dog", "cat"])]
+    tasks = [{"image": f"/data/local-files/?d={name}", "label": label}
+             for name, label in zip(names, ["circle", "Square", "star"])]
     client.projects.import_tasks(project.id, request=tasks)
 
     backend = client.ml.create(project=project.id, url=backend_url, title="genpromp",
-                               extra_params=json.dumps({"project": "birds"}), is_interactive=False)
+                               extra_params=json.dumps({"project": "shapes"}), is_interactive=False)
     assert str(client.ml.get(backend.id).state).endswith("CO"), client.ml.get(backend.id)  # CONNECTED
-    version = state.project("birds").model_version(state.labeling_setup(project.id, config).settings)
+    version = state.project("shapes").model_version(state.labeling_setup(project.id, config).settings)
 
     client.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True})
     listed = list(client.tasks.list(project=project.id, fields="all"))
@@ -166,14 +189,21 @@ def test_label_studio_round_trip(label_studio, backend_server, make_image):
         assert prediction.result, f"task {task.id}: empty prediction"
         assert interface.validate_prediction({"result": prediction.result, "model_version": version},
                                              return_errors=True) == []
-        width, height = sizes[names.index(task.data["image"].split("d=")[-1])]
-        assert (prediction.result[0]["original_width"], prediction.result[0]["original_height"]) == (width, height)
+        name = task.data["image"].split("d=")[-1]
+        width, height = sizes[names.index(name)]
+        region = prediction.result[0]
+        assert (region["original_width"], region["original_height"]) == (width, height)
+        # the percent region Label Studio stored, back in pixels, lands on the task's object
+        v = region["value"]
+        box = [v["x"] * width / 100, v["y"] * height / 100, (v["x"] + v["width"]) * width / 100,
+               (v["y"] + v["height"]) * height / 100]
+        assert on_object(box, gts[name]), (name, box, gts[name])
 
     # a person corrects task 1: the webhook carries the box into the store
     first = listed[0]
     box = {"id": "human1", "type": "rectanglelabels", "from_name": "box", "to_name": "image",
            "original_width": 96, "original_height": 64, "image_rotation": 0,
-           "value": {"x": 25, "y": 25, "width": 50, "height": 50, "rotation": 0, "rectanglelabels": ["cat"]}}
+           "value": {"x": 25, "y": 25, "width": 50, "height": 50, "rotation": 0, "rectanglelabels": ["circle"]}}
     annotation = client.annotations.create(first.id, result=[box], project=project.id)
     deadline = time.monotonic() + 60
     rows = []
@@ -193,7 +223,7 @@ def test_label_studio_round_trip(label_studio, backend_server, make_image):
     with zipfile.ZipFile(io.BytesIO(export.content)) as archive:
         coco = json.loads(archive.read("result.json"))
     assert [a["bbox"] for a in coco["annotations"]] == [[24.0, 16.0, 48.0, 32.0]]
-    assert {c["name"] for c in coco["categories"]} >= {"cat", "Dog"}
+    assert {c["name"] for c in coco["categories"]} >= {"circle", "Square"}
 
 
 def test_push_then_pull_through_the_cli(label_studio, db, db_url, tiny_model_dir, make_image, tmp_path, monkeypatch):
