@@ -6,10 +6,10 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
-import torch
 
 from genpromp_annotate.cli.options import (
     config_from_options,
@@ -18,6 +18,9 @@ from genpromp_annotate.cli.options import (
     pop_engine_options,
 )
 from genpromp_annotate.errors import GenprompError, TokenFileError
+
+if TYPE_CHECKING:  # torch loads only in the commands that run a model
+    import torch
 
 
 def _pick_token(tokens: dict[str, torch.Tensor], label: str, path: Path) -> tuple[str, torch.Tensor]:

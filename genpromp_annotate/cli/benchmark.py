@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -26,8 +26,10 @@ from genpromp_annotate.cli.options import (
 )
 from genpromp_annotate.errors import ConfigError, TokenFileError
 from genpromp_annotate.evaluation.datasets import LAYOUTS, BenchmarkSet
-from genpromp_annotate.evaluation.map_sources import MapProducer
 from genpromp_annotate.presets import LocalizeConfig
+
+if TYPE_CHECKING:  # the model side loads only when maps are computed
+    from genpromp_annotate.evaluation.map_sources import MapProducer
 
 AUTO_META = "auto"
 LAYOUT_PRESET = {"cub": "cub-paper", "imagenet": "imagenet-paper"}  # method §4 step 8: τ per dataset
@@ -67,7 +69,12 @@ def _rankings(classifier_file: Path | None, benchmark: BenchmarkSet) -> dict[str
 
 # ---- the engine ------------------------------------------------------------------------------------------------
 def _layout_producer(opts: dict[str, Any], config: LocalizeConfig, labels: list[str]) -> MapProducer:
-    from genpromp_annotate.evaluation.map_sources import folder_id, match_tokens, read_token_files
+    from genpromp_annotate.evaluation.map_sources import (
+        MapProducer,
+        folder_id,
+        match_tokens,
+        read_token_files,
+    )
 
     if opts["model_source"] is None:
         raise ConfigError("--model is needed to compute maps (or evaluate saved maps with --maps DIR)")
@@ -84,6 +91,8 @@ def _layout_producer(opts: dict[str, Any], config: LocalizeConfig, labels: list[
 
 
 def _project_producer(ctx: click.Context, opts: dict[str, Any], engine: dict[str, Any]) -> MapProducer:
+    from genpromp_annotate.evaluation.map_sources import MapProducer
+
     """The project's base model, selected UNet, learned tokens and settings (engine options override them)."""
     from genpromp_annotate.cli.project import open_project_store
     from genpromp_annotate.evaluation.map_sources import ConceptToken, folder_id

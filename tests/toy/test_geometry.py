@@ -138,8 +138,7 @@ def test_every_export_puts_boxes_on_the_objects(fmt, annotated_project, geometry
         mine = [b for b in boxes if b[0] == label]
         hits[path.name] = bool(mine) and on_object(mine[0][1:], gts)
     for suffix, _, _ in VARIANTS:
-        share = np.mean([hit for name, hit in hits.items() if name.endswith(f"-{suffix}.png")
-                         or name.endswith(f"-{suffix}.jpg")])
+        share = np.mean([hit for name, hit in hits.items() if name.endswith((f"-{suffix}.png", f"-{suffix}.jpg"))])
         assert share >= MIN_ON_OBJECT, (fmt, suffix, hits)
 
 

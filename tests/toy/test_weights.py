@@ -9,7 +9,12 @@ import torch
 from click.testing import CliRunner
 
 from genpromp_annotate.cli import cli
-from genpromp_annotate.toy.weights import packaged_weights_path, pack_toy_weights, toy_weights_meta, write_toy_model
+from genpromp_annotate.toy.weights import (
+    pack_toy_weights,
+    packaged_weights_path,
+    toy_weights_meta,
+    write_toy_model,
+)
 
 
 def test_shipped_file_is_fp16_and_under_15_mb():
@@ -18,7 +23,7 @@ def test_shipped_file_is_fp16_and_under_15_mb():
     path = packaged_weights_path()
     assert path.stat().st_size <= 15 * 1024 * 1024
     with safe_open(str(path), framework="pt") as handle:
-        dtypes = {handle.get_tensor(k).dtype for k in list(handle.keys())[:20]}  # noqa: SIM118
+        dtypes = {handle.get_tensor(k).dtype for k in list(handle.keys())[:20]}
     assert dtypes == {torch.float16}
     meta = toy_weights_meta()
     assert meta["step"] > 0 and "val" in meta  # the training step and validation scores it was chosen by
