@@ -11,6 +11,7 @@ without a prediction of the current model version.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import time
@@ -256,7 +257,8 @@ def build_localizer(store: Store, project_name: str, device: str | None = None, 
         model = load_stable_diffusion(base_model, device=device, dtype=dtype)
     unet_id = None
     if unet_path:
-        model.unet = load_finetuned_unet(model, unet_path)
+        # A copy of the model record around the project's UNet: `model` may be shared by other projects.
+        model = dataclasses.replace(model, unet=load_finetuned_unet(model, unet_path))
         unet_id = unet_digest or weights_digest(model.unet)
     localizer = Localizer(model, config)
     for name, token, embedding in trained:

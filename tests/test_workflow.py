@@ -250,3 +250,36 @@ def test_projects_sharing_a_model_keep_their_own_token_rows(db, tiny_model_dir, 
     maps = first.localizer.compute_maps([image], ["cat"])
     assert torch.allclose(maps, alone.localizer.compute_maps([image], ["cat"]), atol=1e-6)
     assert not torch.allclose(maps, second.localizer.compute_maps([image], ["cat"]), atol=1e-4)
+
+
+def test_a_finetuned_unet_never_replaces_the_shared_models_unet(db, tiny_model_dir, make_image, tmp_path):
+    """Two projects on one loaded base model, one with a finetuned UNet: each gets the maps a fresh model
+    serving it alone would give, in either order (this failed while build_localizer assigned the
+    finetuned UNet into the shared model)."""
+    from diffusers import UNet2DConditionModel
+
+    from genpromp_annotate.engine.loading import load_stable_diffusion, weights_digest
+
+    shared = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
+    tuned = UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet")
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tuned.save_pretrained(tmp_path / "tuned")
+    for name in ("plain", "tuned"):
+        with db.write() as s:
+            project = q.create_project(s, name, str(tiny_model_dir), project_settings(SETTINGS))
+            if name == "tuned":
+                project.unet_path, project.unet_digest = str(tmp_path / "tuned"), weights_digest(tuned)
+        add_labels(db, name, ["cat"], shared.tokenizer)
+    image = PILImage.open(make_image("a.png", size=(80, 64)))
+
+    def maps(name, model=None):
+        return build_localizer(db, name, model=model).localizer.compute_maps([image], ["cat"])
+
+    alone = {name: maps(name) for name in ("plain", "tuned")}  # each from a model of its own
+    original_unet = shared.unet
+    for name in ("tuned", "plain", "tuned"):
+        assert torch.allclose(maps(name, model=shared), alone[name], atol=1e-6), name
+    assert shared.unet is original_unet
+    assert not torch.allclose(alone["plain"], alone["tuned"], atol=1e-3)  # the two UNets do differ
