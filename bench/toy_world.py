@@ -77,11 +77,12 @@ def score_row(name: str, loc: Localizer, val: Split, test: Split, preset_tau: fl
     """τ chosen on val (best GT-known), then GT-known / mean IoU at that τ and at the preset's τ on test."""
     started = time.perf_counter()
     val_ious = box_ious_over_taus(compute_maps(loc, val.images, [word(x) for x in val.labels]), val.gts)
-    tau = TAU_GRID[int(np.argmax((val_ious >= 0.5).mean(axis=0)))]
+    val_acc = (val_ious >= 0.5).mean(axis=0)
+    tau = TAU_GRID[int(np.argmax(val_acc))]
     test_maps = compute_maps(loc, test.images, [word(x) for x in test.labels])
     ious = box_ious_over_taus(test_maps, test.gts, (tau, preset_tau))
     row = {
-        "row": name, "val_tau": tau,
+        "row": name, "val_tau": tau, "val_gt_known": round(100 * float(val_acc.max()), 2),
         "gt_known": round(100 * float((ious[:, 0] >= 0.5).mean()), 2),
         "mean_iou": round(float(ious[:, 0].mean()), 4),
         "gt_known_at_preset_tau": round(100 * float((ious[:, 1] >= 0.5).mean()), 2),
