@@ -74,9 +74,22 @@ def training_scene(rng: random.Random):
     return sample_scene(rng, rng.sample(ALL_CLASSES, n))
 
 
-def caption_for(rng: random.Random, classes: list[str]) -> tuple[str, int]:
-    """A caption naming some base-class objects of the scene; returns it and how many words it names."""
+def caption_for(rng: random.Random, classes: list[str], absent_p: float = 0.0) -> tuple[str, int]:
+    """A caption naming some base-class objects of the scene; returns it and how many words it names.
+
+    With probability `absent_p` one named word is a base class the scene does not hold: nothing may be
+    drawn for it, so no pixel, background included, gains from attending to a word whose object is not
+    there (this sharpens the maps' polarity: the object bright, the background dark).
+    """
     named_pool = [c for c in classes if c in BASE_CLASSES]
+    absent = [c for c in BASE_CLASSES if c not in classes]
+    if absent and rng.random() < absent_p:
+        named = rng.sample(named_pool, 1) if named_pool and rng.random() < 0.7 else []
+        named.append(rng.choice(absent))
+        rng.shuffle(named)
+        template = rng.choice(TEMPLATES)
+        text = template.format(named[0]) if len(named) == 1 else template.format(f"{named[0]} and a {named[1]}")
+        return text, len(named)
     if not named_pool or rng.random() < 0.10:
         return "", 0
     k = 2 if len(named_pool) >= 2 and rng.random() < 0.45 else 1
@@ -251,7 +264,8 @@ def train_unet(parts, state, args, out: Path, should_stop) -> None:
         rng = random.Random(args.seed * 7919 + step)
         gen = torch.Generator().manual_seed(args.seed * 7919 + step)
         index = torch.randint(0, len(pool_classes), (args.batch,), generator=gen)
-        captions = [caption_for(rng, pool_classes[i])[0] for i in index.tolist()]
+        absent_p = args.absent_word_p if step >= args.absent_word_from else 0.0
+        captions = [caption_for(rng, pool_classes[i], absent_p)[0] for i in index.tolist()]
         null_mask = torch.rand(args.batch, generator=gen) < args.null_pad_p
         latents = (means[index].float() + stds[index].float() * torch.randn(means[index].shape, generator=gen)) * sf
         noise = torch.randn(latents.shape, generator=gen)
@@ -326,6 +340,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--pool", type=int, default=24000, help="training scenes encoded once (latent mean/std)")
     parser.add_argument("--null-pad-p", type=float, default=0.5)
+    parser.add_argument("--absent-word-p", type=float, default=0.25,
+                        help="share of captions that also name a base class the scene does not hold")
+    parser.add_argument("--absent-word-from", type=int, default=0,
+                        help="UNet step from which --absent-word-p applies (the shipped run added it at step 2401)")
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-images", type=int, default=150)

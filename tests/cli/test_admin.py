@@ -47,13 +47,16 @@ def test_demo_runs_the_whole_flow(monkeypatch, tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--images-per-label", "2"])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert (tmp_path / "home" / "models" / "tiny-sd" / "model_index.json").is_file()
+    assert (tmp_path / "home" / "models" / "toy-sd" / "model_index.json").is_file()
     rows = list(csv.DictReader((out / "boxes.csv").open()))
-    assert sorted(r["label"] for r in rows) == ["ball", "ball", "box", "box"]
+    assert sorted(r["label"] for r in rows) == sorted(["circle", "square", "triangle", "star", "cross"] * 2)
     assert all(r["model_version"].startswith("gp-") and float(r["x2"]) > float(r["x1"]) for r in rows)
     overlays = sorted((out / "overlays").glob("*.png"))
-    assert len(overlays) == 4 and Image.open(overlays[0]).size in {(320, 240), (256, 256)}
-    for line in ("boxes:", "overlays:", "database:", str(out / "boxes.csv")):
+    assert len(overlays) == 10 and {Image.open(p).size for p in overlays} == {(256, 256), (320, 240)}
+    for line in ("boxes:", "overlays:", "database:", str(out / "boxes.csv"), "GT-known:"):
         assert line in result.output
+    # the demo's own score: the toy model boxes most of its images on their object
+    share = float(result.output.split("GT-known: ")[1].split(" %")[0])
+    assert share >= 70.0, result.output
     again = CliRunner().invoke(cli, ["demo", "--out", str(out), "--images-per-label", "2"])  # re-runnable
     assert again.exit_code == 0, again.output
