@@ -354,6 +354,8 @@ def main() -> None:
                         help="UNet autocast: auto = fp32 on CPU (at the toy's size bf16 measured "
                              "0.94 vs 0.79 s/step fp32 even on an AVX512-BF16 CPU); bf16 is refused on CPUs without it")
     parser.add_argument("--export", type=Path, help="write the best checkpoint's fp16 weights here and exit")
+    parser.add_argument("--export-from", choices=["best", "last"], default="best",
+                        help="the checkpoint --export takes: best on val (GT-known minus wrong word) or the last")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -375,7 +377,8 @@ def main() -> None:
 
     if args.export:
         from genpromp_annotate.toy.weights import pack_toy_weights
-        best = torch.load(out / "best.pt", weights_only=False)
+        best = torch.load(out / ("best.pt" if args.export_from == "best" else "ckpt.pt"), weights_only=False)
+        best.setdefault("val", None)
         parts["vae"].load_state_dict(best["vae"])
         parts["vae"].register_to_config(scaling_factor=best["scaling_factor"])
         parts["unet"].load_state_dict(best["ema_unet"])
