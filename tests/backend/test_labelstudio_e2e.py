@@ -25,7 +25,7 @@ import requests
 from sqlalchemy import select
 
 from tests.backend.conftest import LABEL_CONFIG
-from tests.toy.test_geometry import on_object, world_items
+from tests.toy.test_geometry import localized_items, on_object
 
 # The toy model's classes; "Square" is a Label Studio value mapped to the category `square`.
 TOY_CONFIG = """
@@ -142,7 +142,7 @@ def backend_server(db, toy_model_dir, make_state, media_root, label_studio, tmp_
     thread.join(timeout=30)
 
 
-def test_label_studio_round_trip(label_studio, backend_server):
+def test_label_studio_round_trip(label_studio, backend_server, toy_model):
     from label_studio_sdk import LabelStudio
 
     from genpromp_annotate.store.models import Prediction
@@ -155,7 +155,8 @@ def test_label_studio_round_trip(label_studio, backend_server):
 
     project = client.projects.create(title="genpromp e2e", label_config=config)
     sizes = [(96, 64), (80, 80), (64, 96)]
-    items = [next(it for it in world_items(30) if it.label == label) for label in ("circle", "square", "star")]
+    boxed = localized_items(toy_model, 40)  # images whose 64-px original the toy model boxes right
+    items = [next(it for it in boxed if it.label == label) for label in ("circle", "square", "star")]
     names, gts = [], {}
     (media / "dataset").mkdir(exist_ok=True)
     for i, (item, size) in enumerate(zip(items, sizes)):
