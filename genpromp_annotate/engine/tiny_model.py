@@ -126,9 +126,17 @@ SD15 = SDV1Widths(768, 12, 12, (320, 640, 1280, 1280), 8, 32, (128, 256, 512, 51
 NAMED_WIDTHS = {"tiny": TINY, "sd15": SD15}  # the sizes the benchmarks take by name
 
 
+def sd_v1_scheduler():  # -> diffusers.DDPMScheduler
+    """SD v1's training schedule (method §4 step 3): 1000 steps, scaled_linear β 0.00085 → 0.012."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", clip_sample=False, steps_offset=1)
+
+
 def build_sd_v1_components(widths: SDV1Widths = TINY, seed: int = 0) -> dict[str, Any]:
     """Randomly initialised text encoder, UNet, VAE and the SD v1 DDPM scheduler, deterministic in `seed`."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -175,15 +183,7 @@ def build_sd_v1_components(widths: SDV1Widths = TINY, seed: int = 0) -> dict[str
         scaling_factor=0.18215,
     )
 
-    # SD v1's training schedule (method §4 step 3).
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-    )
+    scheduler = sd_v1_scheduler()
     return {"text_encoder": text_encoder, "unet": unet, "vae": vae, "scheduler": scheduler}
 
 

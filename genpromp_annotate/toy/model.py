@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from genpromp_annotate.engine.tiny_model import CLIP_MAX_LENGTH
+from genpromp_annotate.engine.tiny_model import CLIP_MAX_LENGTH, sd_v1_scheduler
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ TOY = ToyArchitecture()
 
 def build_toy_components(arch: ToyArchitecture = TOY, seed: int = 0) -> dict[str, Any]:
     """Randomly initialised text encoder, UNet, VAE and SD v1's DDPM scheduler, deterministic in `seed`."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -79,6 +79,5 @@ def build_toy_components(arch: ToyArchitecture = TOY, seed: int = 0) -> dict[str
         sample_size=arch.image_size,
         scaling_factor=1.0,  # set from the trained VAE's latent std before the UNet is trained
     )
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", clip_sample=False, steps_offset=1)
+    scheduler = sd_v1_scheduler()
     return {"text_encoder": text_encoder, "unet": unet, "vae": vae, "scheduler": scheduler}
