@@ -12,6 +12,8 @@ How the world makes the *word* necessary (and its attention positive on the obje
 - scenes hold 1–3 objects of different classes, and a caption names only some of them; unnamed
   objects (the novel class always among them) must be denoised without help, named ones with it;
 - two-object captions ("a photo of a circle and a square") make each word's column pick its object;
+- from `--absent-word-from` on, a quarter of the captions also name a class the scene does not hold,
+  so no pixel, background included, gains from attending to a word whose object is absent;
 - half the time the text encoder's outputs after the last named word (EOS and padding, which under
   causal attention repeat what the caption said) are replaced by those of the empty caption, so the
   class information must be read from the word's own column.
