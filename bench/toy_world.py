@@ -35,17 +35,13 @@ from genpromp_annotate.evaluation.iou import iou_inclusive
 from genpromp_annotate.evaluation.maxboxacc import MaxBoxAccEvaluator
 from genpromp_annotate.presets import LocalizeConfig, preset
 from genpromp_annotate.toy.evaluate import TAU_GRID, box_ious_over_taus, render_with_gt
-from genpromp_annotate.toy.world import BASE_CLASSES, WorldImage, render_scene, split_images
+from genpromp_annotate.toy.world import BASE_CLASSES, WorldImage, render_scene, split_images, wrong_word
 
 
 def base_split(split: str, n: int, seed: int) -> list[WorldImage]:
     """`n` images of the base classes (the split cycles over all classes; the novel ones are dropped)."""
     items = [it for it in split_images(split, n * 2, seed=seed) if it.label in BASE_CLASSES]
     return items[:n]
-
-
-def wrong_word(label: str) -> str:
-    return BASE_CLASSES[(BASE_CLASSES.index(label) + 1) % len(BASE_CLASSES)]
 
 
 class Split:

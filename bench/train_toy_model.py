@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from genpromp_annotate.engine.prompts import TEMPLATES
 from genpromp_annotate.engine.tiny_model import load_clip_tokenizer, write_clip_tokenizer_files
 from genpromp_annotate.toy.model import TOY, build_toy_components
-from genpromp_annotate.toy.world import ALL_CLASSES, BASE_CLASSES, render_scene, sample_scene
+from genpromp_annotate.toy.world import ALL_CLASSES, BASE_CLASSES, render_scene, sample_scene, wrong_word
 
 STOP = False
 
@@ -210,7 +210,7 @@ def evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, scaling_factor
     images = [image for image, _ in rendered]
     gts = [gt for _, gt in rendered]
     labels = [item.label for item in val_items]
-    wrong = [BASE_CLASSES[(BASE_CLASSES.index(label) + 1) % len(BASE_CLASSES)] for label in labels]
+    wrong = [wrong_word(label) for label in labels]
     result = {}
     for resolutions in ((8, 16), (16,), (8,)):
         loc = Localizer(model, LocalizeConfig(image_size=64, resolutions=resolutions, preset="toy-val"))

@@ -34,6 +34,13 @@ CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
     "cross": (190, 55, 195),
     "heart": (240, 125, 25),
 }
+
+
+def wrong_word(label: str) -> str:
+    """The control word for a base-class label: the next base class (a word the model knows, the wrong one)."""
+    return BASE_CLASSES[(BASE_CLASSES.index(label) + 1) % len(BASE_CLASSES)]
+
+
 SUPERSAMPLE = 4  # shapes are drawn 4× larger and downsampled: smooth edges, sub-pixel positions
 WORLD_SIDE = 64  # the side scenes are laid out on; other output sizes scale the same layout
 

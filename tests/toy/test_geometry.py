@@ -19,7 +19,7 @@ from genpromp_annotate.cli import cli
 from genpromp_annotate.evaluation.iou import iou_inclusive
 from genpromp_annotate.exports import WRITERS
 from genpromp_annotate.presets import preset
-from genpromp_annotate.toy.world import BASE_CLASSES, WorldImage, render_scene, split_images
+from genpromp_annotate.toy.world import BASE_CLASSES, WorldImage, render_scene, split_images, wrong_word
 from tests.exports.readers import READERS
 
 EXIF_ORIENTATION = 0x0112
@@ -33,6 +33,17 @@ def world_items(n: int) -> list[WorldImage]:
     return [it for it in split_images("test", n * 2, seed=0) if it.label in BASE_CLASSES][:n]
 
 
+def boxed_on_object(model, items: list[WorldImage], words: list[str] | None = None) -> list[bool]:
+    """Whether the engine's box for each 64-px image (with `words`, default each label) is on the label's object."""
+    from genpromp_annotate.engine.localizer import Localizer
+
+    rendered = [render_scene(it.scene) for it in items]
+    words = words or [it.label for it in items]
+    results = Localizer(model, preset("toy")).localize([img for img, _ in rendered], words)
+    return [on_object([r.boxes[0].x1, r.boxes[0].y1, r.boxes[0].x2, r.boxes[0].y2],
+                      [b for c, b in objs if c == it.label]) for r, it, (_, objs) in zip(results, items, rendered)]
+
+
 def localized_items(model, n: int, pool: int = 40) -> list[WorldImage]:
     """The first `n` test images whose 64-px original the engine boxes on the object.
 
@@ -40,15 +51,8 @@ def localized_items(model, n: int, pool: int = 40) -> list[WorldImage]:
     path a box travels, keeps its box on the object: a geometry bug moves boxes off it, a model error
     does not enter the count.
     """
-    from genpromp_annotate.engine.localizer import Localizer
-
     items = world_items(pool)
-    rendered = [render_scene(it.scene) for it in items]
-    results = Localizer(model, preset("toy")).localize([img for img, _ in rendered], [it.label for it in items])
-    hits = [it for it, r, (_, objs) in zip(items, results, rendered)
-            if on_object([r.boxes[0].x1, r.boxes[0].y1, r.boxes[0].x2, r.boxes[0].y2],
-                         [b for c, b in objs if c == it.label])]
-    return hits[:n]
+    return [it for it, hit in zip(items, boxed_on_object(model, items)) if hit][:n]
 
 
 def on_object(box, gt_boxes) -> bool:
@@ -87,26 +91,15 @@ def geometry_images(toy_model, tmp_path_factory) -> dict[Path, tuple[str, list]]
 
 
 def test_localize_puts_boxes_on_the_objects(toy_model):
-    from genpromp_annotate.engine.localizer import Localizer
-
-    items = world_items(20)
-    rendered = [render_scene(it.scene) for it in items]
-    results = Localizer(toy_model, preset("toy")).localize([img for img, _ in rendered], [it.label for it in items])
-    hits = [on_object([r.boxes[0].x1, r.boxes[0].y1, r.boxes[0].x2, r.boxes[0].y2],
-                      [b for c, b in objs if c == it.label]) for r, it, (_, objs) in zip(results, items, rendered)]
+    hits = boxed_on_object(toy_model, world_items(20))
     assert np.mean(hits) >= MIN_LOCALIZED, hits
 
 
 def test_a_wrong_word_rarely_lands_on_the_object(toy_model):
     """The control that makes the test above mean something: the box follows the word, not the image."""
-    from genpromp_annotate.engine.localizer import Localizer
-
     items = world_items(20)
-    rendered = [render_scene(it.scene) for it in items]
-    wrong = [BASE_CLASSES[(BASE_CLASSES.index(it.label) + 1) % len(BASE_CLASSES)] for it in items]
-    results = Localizer(toy_model, preset("toy")).localize([img for img, _ in rendered], wrong)
-    hits = [on_object([r.boxes[0].x1, r.boxes[0].y1, r.boxes[0].x2, r.boxes[0].y2],
-                      [b for c, b in objs if c == it.label]) for r, it, (_, objs) in zip(results, items, rendered)]
+    wrong = [wrong_word(it.label) for it in items]
+    hits = boxed_on_object(toy_model, items, wrong)
     assert np.mean(hits) <= 0.3, hits
 
 
