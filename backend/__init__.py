@@ -1,1 +1,1 @@
-"""The Label Studio ML backend of genpromp-annotate (method §8): `python -m backend` or `genpromp-annotate serve`."""
+"""The Label Studio ML backend of genpromp-annotate (method §8): `python -m genpromp_annotate_backend` or `genpromp-annotate serve`."""

@@ -1,7 +1,7 @@
-"""Start the ML backend: `python -m backend` (or `genpromp-annotate serve`), settings from the environment.
+"""Start the ML backend: `python -m genpromp_annotate_backend` (or `genpromp-annotate serve`), settings from the environment.
 
-Production: `uvicorn --factory backend.__main__:create_app_from_env --workers 2 --port 9090`, or gunicorn
-with uvicorn workers: `gunicorn -k uvicorn.workers.UvicornWorker 'backend.__main__:create_app_from_env()'`.
+Production: `uvicorn --factory genpromp_annotate_backend.__main__:create_app_from_env --workers 2 --port 9090`, or gunicorn
+with uvicorn workers: `gunicorn -k uvicorn.workers.UvicornWorker 'genpromp_annotate_backend.__main__:create_app_from_env()'`.
 Each worker process loads the model once, before it accepts requests.
 
 Environment:
@@ -15,7 +15,7 @@ Environment:
   GENPROMP_BACKEND_THREADS (4 predict/download threads per process), GENPROMP_BATCH_SIZE (8)
   GENPROMP_BACKEND_STATE_DIR  shares /setup data between worker processes
   BASIC_AUTH_USER, BASIC_AUTH_PASS      require HTTP basic auth on every endpoint
-  LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, GENPROMP_MEDIA_ROOTS, GENPROMP_MEDIA_ALLOWED_HOSTS (see backend.media)
+  LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, GENPROMP_MEDIA_ROOTS, GENPROMP_MEDIA_ALLOWED_HOSTS (see genpromp_annotate_backend.media)
   GENPROMP_RETRAIN_EVERY    new human boxes that trigger a re-calibration (0: only START_TRAINING)
 """
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from backend.app import BackendSettings, BackendState, create_app
-from backend.projects import ModelProject, ProjectBackend, read_tokens_dir, shared_model
+from genpromp_annotate_backend.app import BackendSettings, BackendState, create_app
+from genpromp_annotate_backend.projects import ModelProject, ProjectBackend, read_tokens_dir, shared_model
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger, set_verbosity
 from genpromp_annotate.presets import preset
@@ -57,7 +57,7 @@ def project_factory_from_env():
 
     def factory(name: str | None) -> ProjectBackend:
         if name:
-            from backend.store_project import StoreProject
+            from genpromp_annotate_backend.store_project import StoreProject
 
             return StoreProject.open(name, env.get("GENPROMP_DATABASE_URL"), device=device, dtype=dtype,
                                      calibrate_omegas=calibrate_omegas(env.get("GENPROMP_CALIBRATE_OMEGAS")))
@@ -89,7 +89,7 @@ def main() -> None:
     import uvicorn
 
     uvicorn.run(
-        "backend.__main__:create_app_from_env", factory=True,
+        "genpromp_annotate_backend.__main__:create_app_from_env", factory=True,
         host=os.environ.get("GENPROMP_BACKEND_HOST", "0.0.0.0"),
         port=int(os.environ.get("GENPROMP_BACKEND_PORT", "9090")),
         workers=int(os.environ.get("GENPROMP_BACKEND_WORKERS", "1")),

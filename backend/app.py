@@ -25,12 +25,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.feedback import Feedback
-from backend.label_config import LabelingSetup, ProjectSettings, parse_label_config
-from backend.media import MediaFetcher
-from backend.predictor import Predictor
-from backend.projects import ProjectBackend
-from backend.setups import SetupRegistry, ls_project_id
+from genpromp_annotate_backend.feedback import Feedback
+from genpromp_annotate_backend.label_config import LabelingSetup, ProjectSettings, parse_label_config
+from genpromp_annotate_backend.media import MediaFetcher
+from genpromp_annotate_backend.predictor import Predictor
+from genpromp_annotate_backend.projects import ProjectBackend
+from genpromp_annotate_backend.setups import SetupRegistry, ls_project_id
 from genpromp_annotate.errors import GenprompError, LabelConfigError, StoreError, UnknownLabelError
 from genpromp_annotate.log import get_logger
 
@@ -182,7 +182,7 @@ def _status_for(exc: GenprompError) -> int:
 
 
 def create_app(state: BackendState) -> FastAPI:
-    """The FastAPI application for one process (`uvicorn backend.__main__:app` builds it from env)."""
+    """The FastAPI application for one process (`uvicorn genpromp_annotate_backend.__main__:app` builds it from env)."""
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield

@@ -19,12 +19,12 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from backend.feedback import human_boxes_of
-from backend.label_config import LabelingSetup, parse_label_config
-from backend.media import MediaFetcher
-from backend.predictor import resolve_weak_label, weak_label_of
-from backend.regions import region_from_box
-from backend.store_project import StoreProject
+from genpromp_annotate_backend.feedback import human_boxes_of
+from genpromp_annotate_backend.label_config import LabelingSetup, parse_label_config
+from genpromp_annotate_backend.media import MediaFetcher
+from genpromp_annotate_backend.predictor import resolve_weak_label, weak_label_of
+from genpromp_annotate_backend.regions import region_from_box
+from genpromp_annotate_backend.store_project import StoreProject
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.errors import GenprompError, LabelConfigError
 from genpromp_annotate.log import get_logger

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from backend.label_config import ProjectSettings
+from genpromp_annotate_backend.label_config import ProjectSettings
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.engine.loading import StableDiffusion, load_stable_diffusion, weights_digest
 from genpromp_annotate.engine.localizer import Localizer

@@ -16,9 +16,9 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
-from backend.label_config import ProjectSettings
-from backend.media import MediaFetcher
-from backend.projects import SharedModel, StoredBox, shared_model
+from genpromp_annotate_backend.label_config import ProjectSettings
+from genpromp_annotate_backend.media import MediaFetcher
+from genpromp_annotate_backend.projects import SharedModel, StoredBox, shared_model
 from genpromp_annotate.engine.images import load_image
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.engine.tokens import concept_tokens_digest, embedding_digest

@@ -196,8 +196,9 @@ def ema_update(ema_module, module, decay: float) -> None:
             e.lerp_(p.detach(), 1.0 - decay)
 
 
-def evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, scaling_factor: float) -> dict:
-    """GT-known Loc over the τ grid for (8,16) and (16,) maps, with the right and a wrong class word."""
+def evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, scaling_factor: float,
+                 timesteps: tuple[int, ...] = (0, 99)) -> dict:
+    """GT-known Loc over the τ grid for (8,16), (16,) and (8,) maps, with the right and a wrong class word."""
     from genpromp_annotate.engine.loading import StableDiffusion
     from genpromp_annotate.engine.localizer import Localizer
     from genpromp_annotate.presets import LocalizeConfig
@@ -213,7 +214,8 @@ def evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, scaling_factor
     wrong = [wrong_word(label) for label in labels]
     result = {}
     for resolutions in ((8, 16), (16,), (8,)):
-        loc = Localizer(model, LocalizeConfig(image_size=64, resolutions=resolutions, preset="toy-val"))
+        loc = Localizer(model, LocalizeConfig(image_size=64, resolutions=resolutions, timesteps=timesteps,
+                                                 preset="toy-val"))
         key = "r" + "+".join(map(str, resolutions))
         right = box_ious_over_taus(np.concatenate([loc.compute_maps(images[i:i + 50], labels[i:i + 50]).numpy()
                                                    for i in range(0, len(images), 50)]), gts)
@@ -245,7 +247,8 @@ def train_unet(parts, state, args, out: Path, should_stop) -> None:
         text.load_state_dict(state["text"])
         ema_unet.load_state_dict(state["ema_unet"])
         ema_text.load_state_dict(state["ema_text"])
-        opt.load_state_dict(state["unet_opt"])
+        if state.get("unet_opt"):
+            opt.load_state_dict(state["unet_opt"])
     sf = state["scaling_factor"]
     t0 = time.time()
     means, stds, pool_classes = build_pool(vae, args.pool, args.seed)
@@ -259,6 +262,20 @@ def train_unet(parts, state, args, out: Path, should_stop) -> None:
                      ema_text=ema_text.state_dict(), unet_opt=opt.state_dict())
         atomic_torch_save(state, out / "ckpt.pt")
 
+    def validate() -> None:
+        val = evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, sf, tuple(args.eval_timesteps))
+        record = {"phase": "val", "step": step, **val}
+        log_line(out, record)
+        print(json.dumps(record), flush=True)
+        best_path = out / "best.pt"
+        previous = torch.load(best_path, weights_only=False)["val"]["score"] if best_path.exists() else -1.0
+        if val["score"] > previous:
+            atomic_torch_save({"unet_step": step, "vae": vae.state_dict(), "scaling_factor": sf,
+                               "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
+                               "val": val, "init_from": state.get("init_from")}, best_path)
+
+    if step == 0 and state.get("init_from"):
+        validate()  # the starting point, scored the same way, so a fine-tune that only hurts keeps it
     losses: list[float] = []
     start = time.time()
     while step < args.unet_steps and not should_stop():
@@ -302,18 +319,27 @@ def train_unet(parts, state, args, out: Path, should_stop) -> None:
         if step % args.checkpoint_every == 0:
             checkpoint()
         if step % args.eval_every == 0 or step == args.unet_steps:
-            val = evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, sf)
-            record = {"phase": "val", "step": step, **val}
-            log_line(out, record)
-            print(json.dumps({k: v for k, v in record.items()}), flush=True)
-            best_path = out / "best.pt"
-            previous = torch.load(best_path, weights_only=False)["val"]["score"] if best_path.exists() else -1.0
-            if val["score"] > previous:
-                atomic_torch_save({"unet_step": step, "vae": vae.state_dict(), "scaling_factor": sf,
-                                   "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
-                                   "val": val}, best_path)
+            validate()
             start = time.time()
     checkpoint()
+
+
+def init_from_packed(parts, state: dict, path: Path) -> None:
+    """Load a packed toy-weights file into the parts and mark the VAE phase done (its scaling factor kept)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads((handle.metadata() or {}).get("meta", "{}"))
+        vae_config = json.loads(handle.metadata()["vae_config"])
+        for name in ("vae", "unet", "text_encoder"):
+            prefix = name + "."
+            weights = {k[len(prefix):]: handle.get_tensor(k).float() for k in handle.keys() if k.startswith(prefix)}
+            parts[name].load_state_dict(weights)
+    state.update(vae_step=10**9, vae=parts["vae"].state_dict(), scaling_factor=float(vae_config["scaling_factor"]),
+                 vae_opt=None, unet_step=0, unet=parts["unet"].state_dict(), text=parts["text_encoder"].state_dict(),
+                 ema_unet=parts["unet"].state_dict(), ema_text=parts["text_encoder"].state_dict(), unet_opt=None,
+                 init_from={"path": str(path), "meta": meta})
+    print(f"phase 2 starts from {path} (its step {meta.get('step')})", flush=True)
 
 
 def choose_bf16(precision: str, device: str) -> bool:
@@ -349,6 +375,11 @@ def main() -> None:
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-images", type=int, default=150)
+    parser.add_argument("--eval-timesteps", type=int, nargs="+", default=[300, 500],
+                        help="timesteps of the val maps (the toy preset's; the shipped run used 0 99)")
+    parser.add_argument("--init-from", type=Path,
+                        help="start phase 2 from a packed toy-weights file (e.g. the shipped one) instead of "
+                             "from scratch: its VAE and scaling factor are kept, the step count restarts at 0")
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--device", choices=["cpu"], default="cpu",
                         help="the script trains on CPU only (no GPU was available to test a GPU path)")
@@ -376,6 +407,10 @@ def main() -> None:
         state = torch.load(ckpt, weights_only=False)
         parts["vae"].load_state_dict(state["vae"])
         print(f"resumed: vae step {state.get('vae_step', 0)}, unet step {state.get('unet_step', 0)}", flush=True)
+
+    if args.init_from and "unet_step" not in state:
+        init_from_packed(parts, state, args.init_from)
+        atomic_torch_save(state, ckpt)
 
     if args.export:
         from genpromp_annotate.toy.weights import pack_toy_weights

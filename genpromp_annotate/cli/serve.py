@@ -74,7 +74,7 @@ def serve_command(obj, project_name: str | None, model_source: str | None, token
     """
     if not project_name and not model_source:
         raise ConfigError("serve needs --project NAME (a project-store project) or --model SOURCE")
-    from backend.__main__ import calibrate_omegas as parse_omegas
+    from genpromp_annotate_backend.__main__ import calibrate_omegas as parse_omegas
 
     parse_omegas(calibrate_omegas)  # a bad list fails here, not in every worker
     if project_name:
@@ -96,7 +96,7 @@ def serve_command(obj, project_name: str | None, model_source: str | None, token
 
     click.echo(f"serving {project_name or model_source} on http://{host}:{port} "
                f"({workers} process(es) × {threads} thread(s))", err=True)
-    uvicorn.run("backend.__main__:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("genpromp_annotate_backend.__main__:create_app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="info", timeout_graceful_shutdown=10)
 
 
@@ -128,7 +128,7 @@ def push_command(obj, project_name: str, ls_url: str, api_key: str | None, ls_pr
       genpromp-annotate push birds --ls-url http://localhost:8080 --ls-project 3 \\
           --local-files-root /data/images
     """
-    from backend.bulk import push_predictions
+    from genpromp_annotate_backend.bulk import push_predictions
     from genpromp_annotate.store.database import open_store
     from genpromp_annotate.workflow import annotate_project, build_localizer
 
@@ -171,8 +171,8 @@ def pull_command(obj, project_name: str, ls_url: str, api_key: str | None, ls_pr
     Example:
       genpromp-annotate pull birds --ls-url http://localhost:8080 --ls-project 3
     """
-    from backend.bulk import pull_annotations
-    from backend.media import MediaFetcher
+    from genpromp_annotate_backend.bulk import pull_annotations
+    from genpromp_annotate_backend.media import MediaFetcher
     from genpromp_annotate.store.database import open_store
 
     store = open_store(obj.db_url if obj else None)

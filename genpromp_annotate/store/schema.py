@@ -32,7 +32,7 @@ _PG_LOCK_KEY = 7_314_159_265
 
 def migrations_dir() -> Path:
     """The folder holding env.py and versions/ (installed package first, then the source tree)."""
-    spec = importlib.util.find_spec("migrations")
+    spec = importlib.util.find_spec("genpromp_annotate_migrations")
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             if (Path(location) / "env.py").is_file():

@@ -20,7 +20,7 @@ LABEL_CONFIG = """
 @pytest.fixture(scope="session")
 def backend_model(tiny_model_dir):
     """A process-style shared copy of the tiny model (its own copy: concept tokens may be added)."""
-    from backend.projects import SharedModel
+    from genpromp_annotate_backend.projects import SharedModel
     from genpromp_annotate.engine.loading import load_stable_diffusion
 
     return SharedModel(load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32"))
@@ -36,10 +36,10 @@ def media_root(tmp_path) -> Path:
 @pytest.fixture()
 def make_state(backend_model, media_root, tmp_path):
     """make_state(**settings) → a BackendState whose projects are ModelProjects on the tiny model."""
-    from backend.app import BackendSettings, BackendState
-    from backend.media import MediaFetcher
-    from backend.projects import ModelProject
-    from backend.setups import SetupRegistry
+    from genpromp_annotate_backend.app import BackendSettings, BackendState
+    from genpromp_annotate_backend.media import MediaFetcher
+    from genpromp_annotate_backend.projects import ModelProject
+    from genpromp_annotate_backend.setups import SetupRegistry
     from genpromp_annotate.presets import LocalizeConfig
 
     states = []
@@ -63,7 +63,7 @@ def make_state(backend_model, media_root, tmp_path):
 def client(make_state):
     from fastapi.testclient import TestClient
 
-    from backend.app import create_app
+    from genpromp_annotate_backend.app import create_app
 
     with TestClient(create_app(make_state())) as test_client:
         yield test_client

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.app import create_app
+from genpromp_annotate_backend.app import create_app
 from tests.backend.conftest import LABEL_CONFIG
 
 
@@ -135,7 +135,7 @@ def test_label_field_from_extra_params(client, make_image, media_root):
 
 
 def test_unknown_labels_are_reported_not_guessed(make_state, backend_model, make_image, media_root):
-    from backend.projects import ModelProject
+    from genpromp_annotate_backend.projects import ModelProject
     from genpromp_annotate.presets import LocalizeConfig
 
     state = make_state()

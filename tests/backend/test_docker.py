@@ -52,4 +52,4 @@ def test_compose_wires_label_studio_postgres_and_the_backend():
 
 def test_dockerfile_runs_the_backend_module():
     text = (ROOT / "Dockerfile.backend").read_text()
-    assert 'CMD ["python", "-m", "backend"]' in text and "EXPOSE 9090" in text
+    assert 'CMD ["python", "-m", "genpromp_annotate_backend"]' in text and "EXPOSE 9090" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.label_config import map_labels, parse_extra_params, parse_label_config, settings_from
+from genpromp_annotate_backend.label_config import map_labels, parse_extra_params, parse_label_config, settings_from
 from genpromp_annotate.errors import LabelConfigError
 
 CONFIG = """<View>

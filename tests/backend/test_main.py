@@ -1,4 +1,4 @@
-"""The production server: `python -m backend` with several worker processes, settings from the environment."""
+"""The production server: `python -m genpromp_annotate_backend` with several worker processes, settings from the environment."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_server_with_two_workers_answers(tiny_model_dir, tmp_path):
            "HF_HUB_OFFLINE": "1"}
     env.pop("GENPROMP_PROJECT", None)
     log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "backend"], env=env, stdout=log, stderr=subprocess.STDOUT,
+    server = subprocess.Popen([sys.executable, "-m", "genpromp_annotate_backend"], env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
         deadline = time.monotonic() + 180
@@ -56,7 +56,7 @@ def test_server_with_two_workers_answers(tiny_model_dir, tmp_path):
 
 
 def test_calibrate_omegas_from_the_environment():
-    from backend.__main__ import calibrate_omegas
+    from genpromp_annotate_backend.__main__ import calibrate_omegas
     from genpromp_annotate.errors import ConfigError
 
     assert calibrate_omegas(None) == () and calibrate_omegas(" ") == ()

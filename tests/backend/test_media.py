@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 
-from backend.media import MediaFetcher
+from genpromp_annotate_backend.media import MediaFetcher
 from genpromp_annotate.errors import ImageError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.regions import box_from_region, region_from_box
+from genpromp_annotate_backend.regions import box_from_region, region_from_box
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.errors import LabelConfigError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from backend.setups import SetupRegistry, ls_project_id
+from genpromp_annotate_backend.setups import SetupRegistry, ls_project_id
 
 
 def test_project_ids():

@@ -7,9 +7,9 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from backend.app import create_app
-from backend.label_config import ProjectSettings
-from backend.store_project import StoreProject, tokens_digest_of
+from genpromp_annotate_backend.app import create_app
+from genpromp_annotate_backend.label_config import ProjectSettings
+from genpromp_annotate_backend.store_project import StoreProject, tokens_digest_of
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.presets import LocalizeConfig
 from genpromp_annotate.store import queries as q
