@@ -1,8 +1,11 @@
 """MaxBoxAcc and MaxBoxAccV2 (Choe et al., CVPR 2020) as method §6 fixes them, and a threshold sweep.
 
 MaxBoxAccEvaluator follows the wsolevaluation conventions:
-- each map is resized to 224×224 (bicubic) and min-max normalised (bicubic overshoots [0, 1], and
-  `uint8(map·255)` of a value above 1 would wrap around);
+- each map is resized to 224×224 (bicubic, in float64 as the reference's CAMs are) and min-max normalised
+  (bicubic overshoots [0, 1], and `uint8(map·255)` of a value above 1 would wrap around); as the reference's
+  `normalize_scoremap`, a map with ANY NaN, or constant after the resize, becomes the all-zero map, which keeps
+  no pixel at any τ and so gives the box `[0, 0, 0, 0]`, read by the inclusive IoU as the origin pixel (IoU 1
+  with a GT box that resizes to `[0, 0, 0, 0]`);
 - τ runs over `np.arange(0, 1, interval)` in float64; at each τ the uint8 map keeps pixels strictly above
   `int(τ·max)`; boxes are the bounding rectangles `[x, y, min(x+w, 223), min(y+h, 223)]` of ALL contours
   (V2) or of the largest one (v1); no contour gives `[0, 0, 0, 0]`;
@@ -33,17 +36,23 @@ EVAL_SIZE = 224
 
 
 def normalize_map(map_: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
-    """`(H, W)` map → `(size, size)` float32 in [0, 1]: bicubic resize, min-max, NaN → 0."""
-    source = np.asarray(map_, dtype=np.float32)
+    """`(H, W)` map → `(size, size)` float64 in [0, 1]: bicubic resize in float64, then min-max; all zeros
+    when the resized map has any NaN or is constant (wsolevaluation's `normalize_scoremap`). Float32 would
+    not do: its bicubic weights leave ulp ripples on a constant map, which min-max blows up to [0, 1]."""
+    source = np.asarray(map_, dtype=np.float64)
     if source.ndim != 2:
         raise ConfigError(f"map: expected a 2-D (H, W) array, got shape {source.shape}")
     if source.shape != (size, size):
-        source = np.asarray(cv2.resize(source, (size, size), interpolation=cv2.INTER_CUBIC), dtype=np.float32)
-    array = np.nan_to_num(source, nan=0.0)
-    low, high = float(array.min()), float(array.max())
-    if high - low <= 0:
-        return np.zeros((size, size), dtype=np.float32)
-    return (array - low) / (high - low)
+        source = np.asarray(cv2.resize(source, (size, size), interpolation=cv2.INTER_CUBIC), dtype=np.float64)
+    if np.isnan(source).any():
+        return np.zeros((size, size), dtype=np.float64)
+    limit = float(np.finfo(np.float32).max)  # ±inf as before: the largest float32 magnitudes
+    array = np.nan_to_num(source, posinf=limit, neginf=-limit)
+    low, high = array.min(), array.max()
+    if low == high:
+        return np.zeros((size, size), dtype=np.float64)
+    array = array - low
+    return array / array.max()
 
 
 def contour_rects_at_thresholds(map_01: np.ndarray, thresholds: np.ndarray,
