@@ -26,11 +26,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from genpromp_annotate_backend.app import BackendSettings, BackendState, create_app
-from genpromp_annotate_backend.projects import ModelProject, ProjectBackend, read_tokens_dir, shared_model
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger, set_verbosity
 from genpromp_annotate.presets import preset
+from genpromp_annotate_backend.app import BackendSettings, BackendState, create_app
+from genpromp_annotate_backend.projects import ModelProject, ProjectBackend, read_tokens_dir, shared_model
 
 logger = get_logger(__name__)
 

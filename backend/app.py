@@ -25,14 +25,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from genpromp_annotate.errors import GenprompError, LabelConfigError, StoreError, UnknownLabelError
+from genpromp_annotate.log import get_logger
 from genpromp_annotate_backend.feedback import Feedback
 from genpromp_annotate_backend.label_config import LabelingSetup, ProjectSettings, parse_label_config
 from genpromp_annotate_backend.media import MediaFetcher
 from genpromp_annotate_backend.predictor import Predictor
 from genpromp_annotate_backend.projects import ProjectBackend
 from genpromp_annotate_backend.setups import SetupRegistry, ls_project_id
-from genpromp_annotate.errors import GenprompError, LabelConfigError, StoreError, UnknownLabelError
-from genpromp_annotate.log import get_logger
 
 logger = get_logger(__name__)
 

@@ -16,22 +16,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
-
-from genpromp_annotate_backend.feedback import human_boxes_of
-from genpromp_annotate_backend.label_config import LabelingSetup, parse_label_config
-from genpromp_annotate_backend.media import MediaFetcher
-from genpromp_annotate_backend.predictor import resolve_weak_label, weak_label_of
-from genpromp_annotate_backend.regions import region_from_box
-from genpromp_annotate_backend.store_project import StoreProject
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.errors import GenprompError, LabelConfigError
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.sources import path_for_uri
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.database import Store
-from genpromp_annotate.store.models import Image, Prediction
+from genpromp_annotate_backend.feedback import human_boxes_of
+from genpromp_annotate_backend.label_config import LabelingSetup, parse_label_config
+from genpromp_annotate_backend.media import MediaFetcher
+from genpromp_annotate_backend.predictor import resolve_weak_label, weak_label_of
+from genpromp_annotate_backend.regions import region_from_box
+from genpromp_annotate_backend.store_project import StoreProject
 
 logger = get_logger(__name__)
 
@@ -69,6 +65,7 @@ class PushReport:
     created_tasks: int = 0
     added_predictions: int = 0
     up_to_date: int = 0
+    without_box: int = 0  # images annotated with no detection (their prediction has no region)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image uri, reason)
 
 
@@ -103,21 +100,14 @@ def push_predictions(store: Store, project_name: str, client: Any, ls_project: i
     with store.read() as session:
         project = q.get_project(session, project_name)
         categories = [c.name for c in q.list_categories(session, project)]
-        rows = session.execute(
-            select(Prediction, Image).join(Image, Image.id == Prediction.image_id)
-            .where(Image.project_id == project.id, Prediction.model_version == model_version,
-                   Prediction.source == "model")
-            .options(selectinload(Prediction.category), selectinload(Image.categories))
-            .order_by(Image.id, Prediction.id)).all()
+        annotated = q.annotated_images(session, project, model_version)
     labeling = labeling_for(client, ls_project, categories)
-    by_image: dict[int, tuple[Image, list[Prediction]]] = {}
-    for prediction, image in rows:
-        by_image.setdefault(image.id, (image, []))[1].append(prediction)
     existing = _existing_tasks(client, ls_project)
     report = PushReport(model_version)
     new_tasks: list[dict[str, Any]] = []
     new_predictions: list[dict[str, Any]] = []
-    for image_id, (image, predictions) in by_image.items():
+    for image, predictions in annotated:
+        image_id = image.id
         value = task_image_value(image.uri, local_files_root)
         if value is None:
             report.skipped.append((image.uri, "not under the Label Studio local-files root (--local-files-root)"))
@@ -130,9 +120,12 @@ def push_predictions(store: Store, project_name: str, client: Any, ls_project: i
                 continue
             regions.append(region_from_box(Box(p.x1, p.y1, p.x2, p.y2, p.score or 0.0), image.width or 1,
                                            image.height or 1, label, labeling.from_name, labeling.to_name))
-        if not regions:
+        if predictions and not regions:
             continue
-        entry = {"model_version": model_version, "score": max(r["score"] for r in regions), "result": regions}
+        if not predictions:
+            report.without_box += 1  # annotated, nothing found: a task with an empty prediction, no region
+        entry = {"model_version": model_version, "score": max((r["score"] for r in regions), default=0.0),
+                 "result": regions}
         if image_id in existing:
             task_id, versions = existing[image_id]
             if model_version in versions:

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from genpromp_annotate.errors import GenprompError
+from genpromp_annotate.log import get_logger
 from genpromp_annotate_backend.label_config import LabelingSetup
 from genpromp_annotate_backend.media import MediaFetcher
 from genpromp_annotate_backend.predictor import resolve_weak_label, weak_label_of
 from genpromp_annotate_backend.projects import ProjectBackend, StoredBox
 from genpromp_annotate_backend.regions import box_from_region
-from genpromp_annotate.errors import GenprompError
-from genpromp_annotate.log import get_logger
 
 logger = get_logger(__name__)
 

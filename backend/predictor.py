@@ -11,13 +11,13 @@ from typing import Any
 
 from PIL import Image
 
+from genpromp_annotate.engine.images import load_image
+from genpromp_annotate.errors import GenprompError
+from genpromp_annotate.log import get_logger
 from genpromp_annotate_backend.label_config import LabelingSetup, match_category
 from genpromp_annotate_backend.media import MediaFetcher
 from genpromp_annotate_backend.projects import ProjectBackend, StoredBox
 from genpromp_annotate_backend.regions import region_from_box
-from genpromp_annotate.engine.images import load_image
-from genpromp_annotate.errors import GenprompError
-from genpromp_annotate.log import get_logger
 
 logger = get_logger(__name__)
 

@@ -11,13 +11,13 @@ from typing import Any, Protocol
 
 import torch
 
-from genpromp_annotate_backend.label_config import ProjectSettings
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.engine.loading import StableDiffusion, load_stable_diffusion, weights_digest
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.presets import LocalizeConfig, preset
 from genpromp_annotate.store.model_version import model_version_for
+from genpromp_annotate_backend.label_config import ProjectSettings
 
 logger = get_logger(__name__)
 

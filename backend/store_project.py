@@ -16,9 +16,6 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
-from genpromp_annotate_backend.label_config import ProjectSettings
-from genpromp_annotate_backend.media import MediaFetcher
-from genpromp_annotate_backend.projects import SharedModel, StoredBox, shared_model
 from genpromp_annotate.engine.images import load_image
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.engine.tokens import concept_tokens_digest, embedding_digest
@@ -29,6 +26,9 @@ from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.database import Store, open_store
 from genpromp_annotate.store.model_version import model_version_for
 from genpromp_annotate.store.models import Image, Prediction
+from genpromp_annotate_backend.label_config import ProjectSettings
+from genpromp_annotate_backend.media import MediaFetcher
+from genpromp_annotate_backend.projects import SharedModel, StoredBox, shared_model
 
 logger = get_logger(__name__)
 

@@ -331,9 +331,10 @@ def init_from_packed(parts, state: dict, path: Path) -> None:
     with safe_open(str(path), framework="pt") as handle:
         meta = json.loads((handle.metadata() or {}).get("meta", "{}"))
         vae_config = json.loads(handle.metadata()["vae_config"])
+        names = list(handle.keys())  # safe_open is not iterable
         for name in ("vae", "unet", "text_encoder"):
             prefix = name + "."
-            weights = {k[len(prefix):]: handle.get_tensor(k).float() for k in handle.keys() if k.startswith(prefix)}
+            weights = {k[len(prefix):]: handle.get_tensor(k).float() for k in names if k.startswith(prefix)}
             parts[name].load_state_dict(weights)
     state.update(vae_step=10**9, vae=parts["vae"].state_dict(), scaling_factor=float(vae_config["scaling_factor"]),
                  vae_opt=None, unet_step=0, unet=parts["unet"].state_dict(), text=parts["text_encoder"].state_dict(),

@@ -13,7 +13,7 @@ _ROOT = "genpromp_annotate"
 
 def get_logger(name: str) -> logging.Logger:
     """Logger for a module (`get_logger(__name__)`)."""
-    if not name.startswith(_ROOT):
+    if name != _ROOT and not name.startswith(_ROOT + "."):  # e.g. genpromp_annotate_backend.app
         name = f"{_ROOT}.{name}"
     return logging.getLogger(name)
 

@@ -175,7 +175,8 @@ def status_command(ctx: click.Context, project: str) -> None:
                    + (f" metrics {run.metrics}" if run.metrics else "") + (f" error: {run.error}" if run.error else ""))
     click.echo(f"  versions:  {len(versions)}")
     for v in versions:
-        click.echo(f"    {v.name} ({v.source}): {v.images} images, {v.boxes} boxes")
+        empty = f", {v.without_box} without a box (nothing passed τ)" if v.without_box else ""
+        click.echo(f"    {v.name} ({v.source}): {v.images} images, {v.boxes} boxes{empty}")
         if v.parts is not None:
             click.echo(f"      base {v.parts.base_model} | tokens {v.parts.tokens_digest} | unet {v.parts.unet} | "
                        f"{v.parts.settings_key}")

@@ -128,9 +128,9 @@ def push_command(obj, project_name: str, ls_url: str, api_key: str | None, ls_pr
       genpromp-annotate push birds --ls-url http://localhost:8080 --ls-project 3 \\
           --local-files-root /data/images
     """
-    from genpromp_annotate_backend.bulk import push_predictions
     from genpromp_annotate.store.database import open_store
     from genpromp_annotate.workflow import annotate_project, build_localizer
+    from genpromp_annotate_backend.bulk import push_predictions
 
     store = open_store(obj.db_url if obj else None)
     client = _ls_client(ls_url, api_key)
@@ -149,7 +149,9 @@ def push_command(obj, project_name: str, ls_url: str, api_key: str | None, ls_pr
     report = push_predictions(store, project_name, client, ls_project, model_version, local_files_root,
                               chunk_size, on_progress=progress)
     click.echo(f"{model_version}: {report.created_tasks} new task(s), {report.added_predictions} new prediction(s), "
-               f"{report.up_to_date} up to date, {len(report.skipped)} skipped")
+               f"{report.up_to_date} up to date, {len(report.skipped)} skipped"
+               + (f"; {report.without_box} image(s) without a box sent with an empty prediction"
+                  if report.without_box else ""))
     for uri, reason in report.skipped[:10]:
         click.echo(f"  skipped {uri}: {reason}", err=True)
 
@@ -171,9 +173,9 @@ def pull_command(obj, project_name: str, ls_url: str, api_key: str | None, ls_pr
     Example:
       genpromp-annotate pull birds --ls-url http://localhost:8080 --ls-project 3
     """
+    from genpromp_annotate.store.database import open_store
     from genpromp_annotate_backend.bulk import pull_annotations
     from genpromp_annotate_backend.media import MediaFetcher
-    from genpromp_annotate.store.database import open_store
 
     store = open_store(obj.db_url if obj else None)
     fetcher = MediaFetcher.from_env()

@@ -22,7 +22,7 @@ LOC_METRICS: tuple[str, ...] = ("gt_known_loc", "top1_loc", "top5_loc")
 
 
 def largest_boxes_at_thresholds(map_01: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """`(T, 4)` the engine's one box (`boxes_from_map(map, τ)[0]`) at each τ, `[x, y, x+w, y+h]`, without
+    """`(T, 4)` the paper's one box (`reference_box(map, τ)`) at each τ, `[x, y, x+w, y+h]`, without
     re-quantising the map or scoring the box at every τ."""
     boxes = np.empty((len(thresholds), 4), dtype=np.int64)
     for i, rects in enumerate(contour_rects_at_thresholds(map_01, thresholds, largest_only=True)):

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from genpromp_annotate.engine.boxes import boxes_from_map
+from genpromp_annotate.engine.boxes import reference_box
 from genpromp_annotate.errors import GenprompError
 from genpromp_annotate.evaluation.layouts import EvalRecord
 from genpromp_annotate.evaluation.loc_metrics import LocOutcome, LocSummary, evaluate_image, summarize
@@ -91,7 +91,7 @@ class ImageParts:
 def score_image(maps: MapReader, settings: ScoreSettings, record: EvalRecord, ranking: object | None) -> ImageParts:
     """Score one image (raises a GenprompError when its map cannot be read)."""
     loaded = maps.load(record)
-    box = boxes_from_map(loaded.frame, settings.threshold)[0]
+    box = reference_box(loaded.frame, settings.threshold)
     xyxy = (box.x1, box.y1, box.x2, box.y2)
     outcome = evaluate_image(list(xyxy), record.gt_boxes, loaded.width, loaded.height, record.label,
                              size=settings.size, ranking=ranking)

@@ -1,4 +1,5 @@
-"""The typed ORM of the project store: Project, Category, TrainingRun, Image, Prediction, ModelVersion.
+"""The typed ORM of the project store: Project, Category, TrainingRun, Image, Prediction, Annotation,
+ModelVersion.
 
 Every timestamp is naive UTC (`utc_now()`): SQLite has no time zones and the same rows must compare
 equally on PostgreSQL. A change here needs a migration (`alembic revision --autogenerate`), a
@@ -157,6 +158,8 @@ class Image(Base):
     categories: Mapped[list[Category]] = relationship(secondary=image_labels, order_by="Category.id")
     predictions: Mapped[list[Prediction]] = relationship(back_populates="image", cascade="all, delete-orphan",
                                                          passive_deletes=True)
+    annotations: Mapped[list[Annotation]] = relationship(back_populates="image", cascade="all, delete-orphan",
+                                                         passive_deletes=True)
 
     @property
     def labels(self) -> list[str]:
@@ -187,6 +190,25 @@ class Prediction(Base):
 
     image: Mapped[Image] = relationship(back_populates="predictions")
     category: Mapped[Category] = relationship()
+
+
+class Annotation(Base):
+    """An image was annotated with a model version, whether or not a box came out (`boxes` may be 0).
+
+    This row, not the presence of a box, is what makes an image done for a version: an image where no
+    pixel survives τ is annotated and has no box in the store, the exports or Label Studio.
+    """
+
+    __tablename__ = "annotations"
+    __table_args__ = (UniqueConstraint("image_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(100), index=True)
+    boxes: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+
+    image: Mapped[Image] = relationship(back_populates="annotations")
 
 
 class ModelVersion(Base):

@@ -24,6 +24,7 @@ from genpromp_annotate.store.models import (
     PREDICTION_SOURCES,
     RUN_STATUSES,
     TRAINING_STATES,
+    Annotation,
     Category,
     Image,
     ModelVersion,
@@ -220,26 +221,26 @@ def release_dead_claims(session: Session, project: Project) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _has_prediction(model_version: str, since: datetime | None = None):
-    condition = exists().where(Prediction.image_id == Image.id, Prediction.model_version == model_version,
-                               Prediction.source == "model")
+def _is_annotated(model_version: str, since: datetime | None = None):
+    """The image has an Annotation of the version (boxes or none), made at or after `since` when given."""
+    condition = exists().where(Annotation.image_id == Image.id, Annotation.model_version == model_version)
     if since is not None:
-        condition = condition.where(Prediction.created_at >= since)
+        condition = condition.where(Annotation.created_at >= since)
     return condition
 
 
 def pending_images_query(project: Project, model_version: str, force_since: datetime | None = None):
     """Images still to annotate with `model_version`.
 
-    Normal run: images without a model prediction of that version, except images in error. Forced run
+    Normal run: images not annotated with that version (see `Annotation`), except images in error. Forced run
     (`force_since` = when it started): every image not annotated since then, errors included (an error
     retried in this run has its claim released after `force_since` and is not taken again).
     """
     query = select(Image).where(Image.project_id == project.id)
     if force_since is None:
-        return query.where(Image.status != "error", ~_has_prediction(model_version))
+        return query.where(Image.status != "error", ~_is_annotated(model_version))
     retried = Image.claimed_until.is_not(None) & (Image.claimed_until >= force_since) & Image.claimed_by.is_(None)
-    return query.where(~_has_prediction(model_version, force_since),
+    return query.where(~_is_annotated(model_version, force_since),
                        or_(Image.status != "error", ~retried))
 
 
@@ -299,6 +300,9 @@ def add_predictions(session: Session, image: Image, model_version: str,
                     replace: bool = True, external_id: str | None = None) -> list[Prediction]:
     """Store boxes (original pixels) for one image and model version.
 
+    Model boxes also record the image as annotated with the version (`Annotation`), so an image
+    without a box (no pixel survived τ) is done for it and never stored as a fake box.
+
     Args:
         boxes: (category, box) pairs; a box is an engine `Box` or a mapping with x1, y1, x2, y2[, score].
         source: "model" or "human".
@@ -319,7 +323,34 @@ def add_predictions(session: Session, image: Image, model_version: str,
                                model_version=model_version, source=source, external_id=external_id))
     session.add_all(rows)
     session.flush()
+    if source == "model":
+        mark_annotated(session, image, model_version, len(rows) if replace else None)
     return rows
+
+
+def mark_annotated(session: Session, image: Image, model_version: str, boxes: int | None = None) -> Annotation:
+    """Record (or refresh) that `image` was annotated with `model_version`; `boxes` None = count them."""
+    if boxes is None:
+        boxes = int(session.scalar(select(func.count(Prediction.id)).where(
+            Prediction.image_id == image.id, Prediction.model_version == model_version,
+            Prediction.source == "model")) or 0)
+    now = utc_now()
+    where = (Annotation.image_id == image.id, Annotation.model_version == model_version)
+    row = session.scalar(select(Annotation).where(*where))
+    if row is None:
+        row = Annotation(image_id=image.id, model_version=model_version, boxes=boxes, created_at=now)
+        try:
+            # A savepoint: the backend's /predict and an `annotate` may annotate one image at once.
+            with session.begin_nested():
+                session.add(row)
+            return row
+        except IntegrityError:
+            row = session.scalar(select(Annotation).where(*where))
+            if row is None:
+                raise
+    row.boxes, row.created_at = boxes, now
+    session.flush()
+    return row
 
 
 def record_model_version(session: Session, project: Project, parts: ModelVersionParts) -> ModelVersion:
@@ -347,10 +378,11 @@ def record_model_version(session: Session, project: Project, parts: ModelVersion
 @dataclass
 class VersionCount:
     name: str
-    images: int
+    images: int  # model: images annotated with the version (with or without a box); human: with a box
     boxes: int
     source: str
     parts: ModelVersion | None
+    without_box: int = 0  # model: annotated images where no box came out
 
 
 def image_status_counts(session: Session, project: Project) -> dict[str, int]:
@@ -362,18 +394,79 @@ def image_status_counts(session: Session, project: Project) -> dict[str, int]:
 
 
 def version_counts(session: Session, project: Project) -> list[VersionCount]:
-    """Per model version and source: images with boxes, boxes, and the version's recorded parts."""
-    rows = session.execute(
-        select(Prediction.model_version, Prediction.source, func.count(func.distinct(Prediction.image_id)),
-               func.count(Prediction.id))
-        .join(Image, Image.id == Prediction.image_id).where(Image.project_id == project.id)
-        .group_by(Prediction.model_version, Prediction.source).order_by(Prediction.model_version)).all()
+    """Per model version and source: images, boxes, images without a box, and the version's recorded parts."""
     parts = {v.name: v for v in session.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id))}
-    return [VersionCount(name, int(images), int(boxes), source, parts.get(name)) for name, source, images, boxes in rows]
+    model_rows = session.execute(
+        select(Annotation.model_version, func.count(Annotation.id), func.coalesce(func.sum(Annotation.boxes), 0),
+               func.count(Annotation.id).filter(Annotation.boxes == 0))
+        .join(Image, Image.id == Annotation.image_id).where(Image.project_id == project.id)
+        .group_by(Annotation.model_version)).all()
+    human_rows = session.execute(
+        select(Prediction.model_version, func.count(func.distinct(Prediction.image_id)), func.count(Prediction.id))
+        .join(Image, Image.id == Prediction.image_id).where(Image.project_id == project.id,
+                                                            Prediction.source == "human")
+        .group_by(Prediction.model_version)).all()
+    counts = [VersionCount(name, int(images), int(boxes), "model", parts.get(name), int(empty))
+              for name, images, boxes, empty in model_rows]
+    counts += [VersionCount(name, int(images), int(boxes), "human", parts.get(name)) for name, images, boxes in human_rows]
+    return sorted(counts, key=lambda c: (c.name, c.source))
 
 
 def latest_model_version(session: Session, project: Project) -> str | None:
-    """The model version of the most recent model prediction of the project."""
-    return session.scalar(select(Prediction.model_version).join(Image, Image.id == Prediction.image_id)
-                          .where(Image.project_id == project.id, Prediction.source == "model")
-                          .order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(1))
+    """The model version the project's images were most recently annotated with."""
+    return session.scalar(select(Annotation.model_version).join(Image, Image.id == Annotation.image_id)
+                          .where(Image.project_id == project.id)
+                          .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(1))
+
+
+# ---- boxes out ------------------------------------------------------------------------------------------
+def annotated_images(session: Session, project: Project, model_version: str) -> list[tuple[Image, list[Prediction]]]:
+    """Every image annotated with `model_version`, with its model boxes of that version (possibly none),
+    in image order; the boxes' categories and the images' weak labels loaded."""
+    images = session.scalars(
+        select(Image).join(Annotation, Annotation.image_id == Image.id)
+        .where(Image.project_id == project.id, Annotation.model_version == model_version)
+        .options(selectinload(Image.categories)).order_by(Image.id)).all()
+    boxes: dict[int, list[Prediction]] = {image.id: [] for image in images}
+    for prediction in session.scalars(
+            select(Prediction).join(Image, Image.id == Prediction.image_id)
+            .where(Image.project_id == project.id, Prediction.model_version == model_version,
+                   Prediction.source == "model")
+            .options(selectinload(Prediction.category)).order_by(Prediction.image_id, Prediction.id)):
+        if prediction.image_id in boxes:
+            boxes[prediction.image_id].append(prediction)
+    return [(image, boxes[image.id]) for image in images]
+
+
+def box_rows(session: Session, project: Project, model_version: str | None, source: str) -> list[tuple[Prediction, Image]]:
+    """(box, image) pairs of a project in image order: one model version (or "all") and source ("all" too)."""
+    query = (select(Prediction, Image).join(Image, Image.id == Prediction.image_id)
+             .where(Image.project_id == project.id).options(selectinload(Prediction.category))
+             .order_by(Image.id, Prediction.id))
+    if model_version != "all":
+        query = query.where(Prediction.model_version == (model_version or ""))
+    if source != "all":
+        query = query.where(Prediction.source == source)
+    return [(prediction, image) for prediction, image in session.execute(query)]
+
+
+def labelled_images(session: Session, project: Project) -> list[Image]:
+    """The project's images not in error, weak labels loaded, in image order."""
+    return list(session.scalars(select(Image).where(Image.project_id == project.id, Image.status != "error")
+                                .options(selectinload(Image.categories)).order_by(Image.id)))
+
+
+def human_boxes(session: Session, project: Project) -> list[Prediction]:
+    """Every human box of the project, image and category loaded, in image order."""
+    return list(session.scalars(select(Prediction).join(Image, Image.id == Prediction.image_id)
+                                .where(Image.project_id == project.id, Prediction.source == "human")
+                                .options(selectinload(Prediction.image), selectinload(Prediction.category))
+                                .order_by(Prediction.image_id, Prediction.id)))
+
+
+def delete_human_boxes(session: Session, project: Project, external_id: str) -> int:
+    """Delete the human boxes stored under `external_id` (a Label Studio annotation); how many went."""
+    ids = select(Image.id).where(Image.project_id == project.id)
+    result = session.execute(delete(Prediction).where(Prediction.external_id == external_id,
+                                                      Prediction.source == "human", Prediction.image_id.in_(ids)))
+    return int(getattr(result, "rowcount", 0) or 0)

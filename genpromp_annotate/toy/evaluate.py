@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from genpromp_annotate.engine.boxes import boxes_from_map
+from genpromp_annotate.engine.boxes import reference_box
 from genpromp_annotate.evaluation.iou import iou_inclusive
 from genpromp_annotate.toy.world import WorldImage, render_scene
 
@@ -30,7 +30,7 @@ def box_ious_over_taus(maps: np.ndarray, gt_boxes: Sequence[np.ndarray],
     result = np.zeros((len(maps), len(taus)))
     for i, (map_, gts) in enumerate(zip(maps, gt_boxes)):
         for j, tau in enumerate(taus):
-            box = boxes_from_map(map_, tau)[0]
+            box = reference_box(map_, tau)
             pred = np.asarray([[box.x1, box.y1, box.x2, box.y2]])
             result[i, j] = float(iou_inclusive(pred, gts).max())
     return result

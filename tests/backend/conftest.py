@@ -20,8 +20,8 @@ LABEL_CONFIG = """
 @pytest.fixture(scope="session")
 def backend_model(tiny_model_dir):
     """A process-style shared copy of the tiny model (its own copy: concept tokens may be added)."""
-    from genpromp_annotate_backend.projects import SharedModel
     from genpromp_annotate.engine.loading import load_stable_diffusion
+    from genpromp_annotate_backend.projects import SharedModel
 
     return SharedModel(load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32"))
 
@@ -36,11 +36,11 @@ def media_root(tmp_path) -> Path:
 @pytest.fixture()
 def make_state(backend_model, media_root, tmp_path):
     """make_state(**settings) → a BackendState whose projects are ModelProjects on the tiny model."""
+    from genpromp_annotate.presets import LocalizeConfig
     from genpromp_annotate_backend.app import BackendSettings, BackendState
     from genpromp_annotate_backend.media import MediaFetcher
     from genpromp_annotate_backend.projects import ModelProject
     from genpromp_annotate_backend.setups import SetupRegistry
-    from genpromp_annotate.presets import LocalizeConfig
 
     states = []
 

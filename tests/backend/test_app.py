@@ -135,8 +135,8 @@ def test_label_field_from_extra_params(client, make_image, media_root):
 
 
 def test_unknown_labels_are_reported_not_guessed(make_state, backend_model, make_image, media_root):
-    from genpromp_annotate_backend.projects import ModelProject
     from genpromp_annotate.presets import LocalizeConfig
+    from genpromp_annotate_backend.projects import ModelProject
 
     state = make_state()
     state._factory = lambda name: ModelProject(name, backend_model, LocalizeConfig(latent="mean"), labels=["cat"])

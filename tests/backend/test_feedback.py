@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from genpromp_annotate.presets import LocalizeConfig
 from genpromp_annotate_backend.feedback import Feedback, human_boxes_of
 from genpromp_annotate_backend.label_config import parse_label_config
 from genpromp_annotate_backend.projects import ModelProject
-from genpromp_annotate.presets import LocalizeConfig
 from tests.backend.conftest import LABEL_CONFIG
 
 SETUP = parse_label_config(LABEL_CONFIG, ["cat"])

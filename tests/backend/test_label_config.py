@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from genpromp_annotate_backend.label_config import map_labels, parse_extra_params, parse_label_config, settings_from
 from genpromp_annotate.errors import LabelConfigError
+from genpromp_annotate_backend.label_config import (
+    map_labels,
+    parse_extra_params,
+    parse_label_config,
+    settings_from,
+)
 
 CONFIG = """<View>
   <Text name="caption" value="$caption"/>

@@ -114,13 +114,13 @@ def backend_server(db, toy_model_dir, make_state, media_root, label_studio, tmp_
     monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
     import uvicorn
 
-    from genpromp_annotate_backend.app import create_app
-    from genpromp_annotate_backend.media import MediaFetcher
-    from genpromp_annotate_backend.store_project import StoreProject
     from genpromp_annotate.presets import preset
     from genpromp_annotate.store import queries as q
     from genpromp_annotate.toy.world import BASE_CLASSES
     from genpromp_annotate.workflow import add_labels, load_tokenizer, project_settings
+    from genpromp_annotate_backend.app import create_app
+    from genpromp_annotate_backend.media import MediaFetcher
+    from genpromp_annotate_backend.store_project import StoreProject
 
     with db.write() as session:
         q.create_project(session, "shapes", str(toy_model_dir), project_settings(preset("toy")))

@@ -56,8 +56,8 @@ def test_server_with_two_workers_answers(tiny_model_dir, tmp_path):
 
 
 def test_calibrate_omegas_from_the_environment():
-    from genpromp_annotate_backend.__main__ import calibrate_omegas
     from genpromp_annotate.errors import ConfigError
+    from genpromp_annotate_backend.__main__ import calibrate_omegas
 
     assert calibrate_omegas(None) == () and calibrate_omegas(" ") == ()
     assert calibrate_omegas("0.4, 0.5,0.7") == (0.4, 0.5, 0.7)

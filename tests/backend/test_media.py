@@ -8,8 +8,8 @@ from functools import partial
 
 import pytest
 
-from genpromp_annotate_backend.media import MediaFetcher
 from genpromp_annotate.errors import ImageError
+from genpromp_annotate_backend.media import MediaFetcher
 
 
 @pytest.fixture()

@@ -7,13 +7,13 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from genpromp_annotate_backend.app import create_app
-from genpromp_annotate_backend.label_config import ProjectSettings
-from genpromp_annotate_backend.store_project import StoreProject, tokens_digest_of
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.presets import LocalizeConfig
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.models import Image, Prediction
+from genpromp_annotate_backend.app import create_app
+from genpromp_annotate_backend.label_config import ProjectSettings
+from genpromp_annotate_backend.store_project import StoreProject, tokens_digest_of
 from tests.backend.conftest import LABEL_CONFIG
 
 
@@ -143,3 +143,32 @@ def test_recalibration_tries_the_omega_grid_and_keeps_the_best(db, tiny_model_di
         config = config_for_project(q.get_project(session, "birds"))
     assert (config.omega, config.threshold) == (report["omega"], report["threshold"])
     assert project_settings(config)["threshold"] == report["threshold"]
+
+
+def test_recalibration_from_a_label_studio_preset_keeps_the_projects_own_settings(db, tiny_model_dir, make_image):
+    """A Label Studio config that names a preset sets /predict's settings; re-calibration changes only the
+    project's τ (and ω), never its other stored settings (here: latent, timesteps, image size)."""
+    from genpromp_annotate.sources import ImportRecord, uri_for_path
+    from genpromp_annotate.workflow import config_for_project, import_records, project_settings
+
+    own = LocalizeConfig(latent="mean", threshold=0.95, timesteps=(0, 50), image_size=256)
+    with db.write() as session:
+        q.create_project(session, "own", str(tiny_model_dir), project_settings(own))
+    from genpromp_annotate.workflow import add_labels, load_tokenizer
+
+    add_labels(db, "own", ["cat"], load_tokenizer(str(tiny_model_dir)))
+    project = StoreProject("own", db, device="cpu", dtype="float32")
+    paths = [make_image(f"o{i}.png", size=(80, 60), seed=i) for i in range(2)]
+    import_records(db, "own", [ImportRecord(uri_for_path(p), ["cat"]) for p in paths])
+    with db.write() as session:
+        proj = q.get_project(session, "own")
+        cat = q.get_category(session, proj, "cat")
+        for image in session.scalars(select(Image).where(Image.project_id == proj.id)):
+            q.add_predictions(session, image, "human", [(cat, {"x1": 10, "y1": 8, "x2": 50, "y2": 40})],
+                              source="human")
+
+    report = project.recalibrate(ProjectSettings(preset="paper", threshold=0.5))
+    assert report["recalibrated"] and report["threshold_before"] == 0.95  # the project's τ, not Label Studio's
+    with db.read() as session:
+        after = config_for_project(q.get_project(session, "own"))
+    assert after == own.replace(threshold=report["threshold"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from genpromp_annotate.engine.boxes import Box, boxes_from_map, scale_box, threshold_mask
+from genpromp_annotate.engine.boxes import Box, boxes_from_map, reference_box, scale_box, threshold_mask
 
 
 def _map_with_rectangles(rects, background=0.1, size=512):
@@ -48,8 +48,10 @@ def test_multi_box_keeps_every_region_above_the_minimum_area():
     assert boxes[0].score == pytest.approx(1.0) and boxes[1].score == pytest.approx(0.8)
 
 
-def test_nothing_above_threshold_gives_the_reference_fallback():
-    (box,) = boxes_from_map(np.zeros((512, 512), np.float32), 0.25)
+def test_nothing_above_threshold_is_no_box_and_the_evaluators_keep_the_reference_fallback():
+    empty = np.zeros((512, 512), np.float32)
+    assert boxes_from_map(empty, 0.25) == [] and boxes_from_map(empty, 0.25, multi_box=True) == []
+    box = reference_box(empty, 0.25)
     assert (box.x1, box.y1, box.x2, box.y2, box.score) == (0, 0, 1, 1, 0.0)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genpromp_annotate.engine.boxes import boxes_from_map
+from genpromp_annotate.engine.boxes import reference_box
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.evaluation.loc_sweep import LocSweep, largest_boxes_at_thresholds
 
@@ -30,7 +30,7 @@ MAPS = {"blobs-0": blobs(0), "blobs-1": blobs(1), "seven-blobs": blobs(2, count=
 
 @pytest.mark.parametrize("map_", MAPS.values(), ids=MAPS.keys())
 def test_largest_boxes_are_the_engine_boxes(map_):
-    expected = [[b.x1, b.y1, b.x2, b.y2] for b in (boxes_from_map(map_, tau)[0] for tau in TAUS)]
+    expected = [[b.x1, b.y1, b.x2, b.y2] for b in (reference_box(map_, tau) for tau in TAUS)]
     np.testing.assert_array_equal(largest_boxes_at_thresholds(map_, TAUS), expected)
 
 

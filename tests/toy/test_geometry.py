@@ -157,11 +157,11 @@ def test_every_export_puts_boxes_on_the_objects(fmt, annotated_project, geometry
 def test_backend_regions_land_on_the_objects(toy_model, geometry_images, tmp_path):
     from fastapi.testclient import TestClient
 
+    from genpromp_annotate.exports.label_studio import label_config_xml
     from genpromp_annotate_backend.app import BackendSettings, BackendState, create_app
     from genpromp_annotate_backend.media import MediaFetcher
     from genpromp_annotate_backend.projects import ModelProject, SharedModel
     from genpromp_annotate_backend.setups import SetupRegistry
-    from genpromp_annotate.exports.label_studio import label_config_xml
 
     root = next(iter(geometry_images)).parent.parent
     shared = SharedModel(toy_model)
