@@ -260,21 +260,3 @@ class MapProducer:
                 if progress is not None:
                     progress(len(chunk))
         return failed
-        localizer = self.localizer([label for _, label in todo])
-        cache.write_manifest(self.manifest())
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            images, batch = [], []
-            for record, label in chunk:
-                try:
-                    images.append(open_image(record))
-                    batch.append((record, label))
-                except GenprompError as exc:
-                    failed.append((record.image_id, str(exc)))
-            if images:
-                maps = localizer.compute_maps(images, [label for _, label in batch]).float().cpu().numpy()
-                for (record, label), image, map_s in zip(batch, images, maps):
-                    cache.save(record.image_id, map_s, label, *image.size)
-            if progress is not None:
-                progress(len(chunk))
-        return failed
