@@ -15,7 +15,7 @@ Environment:
   GENPROMP_BACKEND_THREADS (4 predict/download threads per process), GENPROMP_BATCH_SIZE (8)
   GENPROMP_BACKEND_STATE_DIR  shares /setup data between worker processes
   BASIC_AUTH_USER, BASIC_AUTH_PASS      require HTTP basic auth on every endpoint
-  LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, GENPROMP_MEDIA_ROOTS, GENPROMP_MEDIA_ALLOWED_HOSTS (see genpromp_annotate_backend.media)
+  LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, GENPROMP_MEDIA_ROOTS, GENPROMP_MEDIA_ALLOWED_HOSTS (see genpromp_annotate.labelstudio.media)
   GENPROMP_RETRAIN_EVERY    new human boxes that trigger a re-calibration (0: only START_TRAINING)
 """
 
@@ -29,24 +29,11 @@ from fastapi import FastAPI
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger, set_verbosity
 from genpromp_annotate.presets import preset
+from genpromp_annotate.project.settings import calibrate_omegas
 from genpromp_annotate_backend.app import BackendSettings, BackendState, create_app
 from genpromp_annotate_backend.projects import ModelProject, ProjectBackend, read_tokens_dir, shared_model
 
 logger = get_logger(__name__)
-
-
-def calibrate_omegas(value: str | None) -> tuple[float, ...]:
-    """`GENPROMP_CALIBRATE_OMEGAS`, e.g. "0.4,0.5,0.7": the ω values re-calibration also tries."""
-    if not value or not value.strip():
-        return ()
-    try:
-        omegas = tuple(float(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise ConfigError(f"GENPROMP_CALIBRATE_OMEGAS: expected comma-separated numbers, got {value!r}") from None
-    bad = [w for w in omegas if not 0.0 <= w <= 1.0]
-    if bad:
-        raise ConfigError(f"GENPROMP_CALIBRATE_OMEGAS: ω must lie in [0, 1], got {bad[0]}")
-    return omegas
 
 
 def project_factory_from_env():

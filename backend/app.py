@@ -26,10 +26,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from genpromp_annotate.errors import GenprompError, LabelConfigError, StoreError, UnknownLabelError
+from genpromp_annotate.labelstudio.label_config import LabelingSetup, ProjectSettings, parse_label_config
+from genpromp_annotate.labelstudio.media import MediaFetcher
 from genpromp_annotate.log import get_logger
 from genpromp_annotate_backend.feedback import Feedback
-from genpromp_annotate_backend.label_config import LabelingSetup, ProjectSettings, parse_label_config
-from genpromp_annotate_backend.media import MediaFetcher
 from genpromp_annotate_backend.predictor import Predictor
 from genpromp_annotate_backend.projects import ProjectBackend
 from genpromp_annotate_backend.setups import SetupRegistry, ls_project_id

@@ -15,41 +15,17 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from genpromp_annotate.errors import GenprompError
+from genpromp_annotate.labelstudio.label_config import LabelingSetup
+from genpromp_annotate.labelstudio.media import MediaFetcher
+from genpromp_annotate.labelstudio.tasks import human_boxes_of, resolve_weak_label, weak_label_of
 from genpromp_annotate.log import get_logger
-from genpromp_annotate_backend.label_config import LabelingSetup
-from genpromp_annotate_backend.media import MediaFetcher
-from genpromp_annotate_backend.predictor import resolve_weak_label, weak_label_of
-from genpromp_annotate_backend.projects import ProjectBackend, StoredBox
-from genpromp_annotate_backend.regions import box_from_region
+from genpromp_annotate_backend.projects import ProjectBackend
 
 logger = get_logger(__name__)
 
 ANNOTATION_SAVED = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 ANNOTATION_DELETED = ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 START_TRAINING = "START_TRAINING"
-
-
-def human_boxes_of(annotation: dict[str, Any], labeling: LabelingSetup, image_value: str
-                   ) -> tuple[list[StoredBox], list[str]]:
-    """The rectangles of one annotation as boxes of project categories, and why any were left out."""
-    boxes: list[StoredBox] = []
-    problems: list[str] = []
-    for region in annotation.get("result") or []:
-        if not isinstance(region, dict) or region.get("type") != "rectanglelabels":
-            continue
-        if region.get("from_name") not in (None, labeling.from_name):
-            continue
-        try:
-            label, box = box_from_region(region)
-        except GenprompError as exc:
-            problems.append(str(exc))
-            continue
-        category = labeling.label_to_category.get(label)
-        if category is None:
-            problems.append(f"region {region.get('id', '?')}: label {label!r} matches no project category")
-            continue
-        boxes.append(StoredBox(image_value, category, box, str(region.get("id") or "") or None))
-    return boxes, problems
 
 
 class Feedback:

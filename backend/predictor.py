@@ -13,62 +13,14 @@ from PIL import Image
 
 from genpromp_annotate.engine.images import load_image
 from genpromp_annotate.errors import GenprompError
+from genpromp_annotate.labelstudio.label_config import LabelingSetup
+from genpromp_annotate.labelstudio.media import MediaFetcher
+from genpromp_annotate.labelstudio.regions import region_from_box
+from genpromp_annotate.labelstudio.tasks import StoredBox, resolve_weak_label, weak_label_of
 from genpromp_annotate.log import get_logger
-from genpromp_annotate_backend.label_config import LabelingSetup, match_category
-from genpromp_annotate_backend.media import MediaFetcher
-from genpromp_annotate_backend.projects import ProjectBackend, StoredBox
-from genpromp_annotate_backend.regions import region_from_box
+from genpromp_annotate_backend.projects import ProjectBackend
 
 logger = get_logger(__name__)
-
-
-def weak_label_of(task: dict[str, Any], setup: LabelingSetup) -> str | None:
-    """A task's weak label: the data field `setup.settings.label_field`, else the single choice of a
-    Choices region in its annotations (not cancelled) or predictions, in that order. None if there is none."""
-    data = task.get("data")
-    if not isinstance(data, dict):
-        data = {}
-    value = data.get(setup.settings.label_field)
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if isinstance(value, (str, int)) and str(value).strip():
-        return str(value).strip()
-    for source in ("annotations", "predictions"):
-        for item in task.get(source) or []:
-            if not isinstance(item, dict) or item.get("was_cancelled"):
-                continue
-            for region in item.get("result") or []:
-                if not isinstance(region, dict) or region.get("type") != "choices":
-                    continue
-                if setup.choices_names and region.get("from_name") not in setup.choices_names:
-                    continue
-                choices = (region.get("value") or {}).get("choices") or []
-                if len(choices) == 1 and str(choices[0]).strip():
-                    return str(choices[0]).strip()
-    return None
-
-
-def resolve_weak_label(value: str, setup: LabelingSetup, categories: Sequence[str] | None
-                       ) -> tuple[str, str] | str:
-    """`(category, label studio label)` for a weak label, or the reason there is none.
-
-    The value may be a Label Studio label of the config (`Cat`) or a project category (`cat`).
-    """
-    if value in setup.label_to_category:
-        return setup.label_to_category[value], value
-    if value in setup.unknown_labels:
-        return f"label {value!r} of the config matches no project category"
-    pool = list(categories) if categories is not None else list(setup.label_to_category.values())
-    category = match_category(value, pool)
-    if category is None:
-        by_label = match_category(value, list(setup.label_to_category))
-        if by_label is not None:
-            return setup.label_to_category[by_label], by_label
-        return f"weak label {value!r} is neither a label of the config nor a project category"
-    label = setup.label_for_category(category)
-    if label is None:
-        return f"category {category!r} has no <Label> in the RectangleLabels {setup.from_name!r}"
-    return category, label
 
 
 @dataclass

@@ -11,13 +11,14 @@ from typing import Any, Protocol
 
 import torch
 
-from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.engine.loading import StableDiffusion, load_stable_diffusion, weights_digest
 from genpromp_annotate.engine.localizer import Localizer
+from genpromp_annotate.labelstudio.label_config import ProjectSettings
+from genpromp_annotate.labelstudio.tasks import StoredBox
 from genpromp_annotate.log import get_logger
-from genpromp_annotate.presets import LocalizeConfig, preset
-from genpromp_annotate.store.model_version import model_version_for
-from genpromp_annotate_backend.label_config import ProjectSettings
+from genpromp_annotate.presets import LocalizeConfig
+from genpromp_annotate.project.settings import effective_config
+from genpromp_annotate.project.version import ProjectSnapshot, model_version
 
 logger = get_logger(__name__)
 
@@ -53,18 +54,6 @@ def shared_model(source: str, device: str | None = None, dtype: str | None = Non
         if key not in _MODELS:
             _MODELS[key] = SharedModel(load_stable_diffusion(source, device=device, dtype=dtype))
         return _MODELS[key]
-
-
-@dataclass(frozen=True)
-class StoredBox:
-    """A box to keep in the project store, with where it came from."""
-
-    image_uri: str  # the task's image value (a Label Studio URL or a path)
-    category: str
-    box: Box
-    external_id: str | None = None
-    local_path: Path | None = None  # the fetched file, when the caller has it (hashing finds the image)
-    size: tuple[int, int] | None = None  # (width, height) of the image
 
 
 class ProjectBackend(Protocol):
@@ -123,13 +112,12 @@ class ModelProject:
         return self.labels
 
     def config_for(self, settings: ProjectSettings) -> LocalizeConfig:
-        base = preset(settings.preset).replace(seed=self.base_config.seed) if settings.preset else self.base_config
-        return base.replace(**settings.config_changes())
+        return effective_config(self.base_config, settings.preset, settings.config_changes())
 
     def model_version(self, settings: ProjectSettings) -> str:
-        config = self.config_for(settings)
-        key = config.box_settings_key + (f"|min{settings.min_score}" if settings.min_score else "")
-        return model_version_for(self.shared.model.source, self._tokens_digest, None, key).name
+        snapshot = ProjectSnapshot(self.shared.model.source, self.base_config, None, None, self._tokens_digest,
+                                   tuple(self.labels or ()))
+        return model_version(snapshot, self.config_for(settings), settings.min_score).name
 
     def _build(self, config: LocalizeConfig) -> Localizer:
         loc = self._localizers.get(config.box_settings_key)

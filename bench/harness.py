@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 RESULTS = Path(__file__).parent / "results"
 
 
-def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, _out_shape=None, **kwargs) -> int:
     # torch counts the CUDA SDPA kernels but not the CPU one; same formula (QKᵀ and PV matmuls).
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 

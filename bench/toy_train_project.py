@@ -63,8 +63,8 @@ def gt_known_rows(loc, test: Split, tau: float, label: str) -> dict[str, Any]:
 
 
 def project_localizer(db: str, project: str):
+    from genpromp_annotate.project import build_localizer
     from genpromp_annotate.store.database import open_store
-    from genpromp_annotate.workflow import build_localizer
 
     store = open_store(db)
     try:

@@ -49,7 +49,7 @@ from genpromp_annotate.toy.world import ALL_CLASSES, BASE_CLASSES, render_scene,
 STOP = False
 
 
-def _on_signal(signum, frame):  # finish the step, checkpoint, exit
+def _on_signal(_signum, _frame):  # finish the step, checkpoint, exit
     global STOP
     STOP = True
 

@@ -35,8 +35,8 @@ def load_boxes(project: str, db: str | None = None, model_version: str | None = 
         >>> boxes = load_boxes("birds")
         >>> boxes[boxes.score > 0.5].head()
     """
+    from genpromp_annotate.project import load_boxes_frame
     from genpromp_annotate.store.database import open_store
-    from genpromp_annotate.workflow import load_boxes_frame
 
     store = open_store(db)
     try:

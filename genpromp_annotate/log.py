@@ -13,7 +13,9 @@ _ROOT = "genpromp_annotate"
 
 def get_logger(name: str) -> logging.Logger:
     """Logger for a module (`get_logger(__name__)`)."""
-    if name != _ROOT and not name.startswith(_ROOT + "."):  # e.g. genpromp_annotate_backend.app
+    if name.startswith(_ROOT + "_"):  # genpromp_annotate_backend.app → genpromp_annotate.backend.app
+        name = f"{_ROOT}.{name[len(_ROOT) + 1:]}"
+    elif name != _ROOT and not name.startswith(_ROOT + "."):
         name = f"{_ROOT}.{name}"
     return logging.getLogger(name)
 

@@ -23,6 +23,11 @@ class LocalizeConfig:
     seed: int = 0
     multi_box: bool = False  # beyond the paper: one box per region above min_box_area
     min_box_area: float = 0.01  # fraction of the image, multi-box only
+    # Beyond the paper: refine the map with the UNet's own self-attention at this query side (0 = off):
+    # m ← A·m, `propagation_steps` times, A averaged over layers, heads and timesteps (method.md §9).
+    propagation_side: int = 0
+    propagation_steps: int = 1
+    propagation_product: bool = False  # keep minmax(A·m)·m instead of A·m: the affinity sharpened by the map
     preset: str = "paper"
 
     def __post_init__(self) -> None:
@@ -38,6 +43,9 @@ class LocalizeConfig:
             raise ConfigError("at least one resolution is needed")
         if self.image_size % 64:
             raise ConfigError(f"image_size must be a multiple of 64, got {self.image_size}")
+        if self.propagation_side < 0 or self.propagation_steps < 1:
+            raise ConfigError(f"propagation: side must be ≥ 0 (0 = off) and steps ≥ 1, got side "
+                              f"{self.propagation_side}, steps {self.propagation_steps}")
 
     def replace(self, **changes: Any) -> LocalizeConfig:
         """A copy with `changes`; None values are ignored (convenient for CLI options)."""
@@ -51,7 +59,14 @@ class LocalizeConfig:
         """The settings that change boxes, as a stable string (part of a model version)."""
         return (f"{self.preset}|w{self.omega}|t{','.join(map(str, self.timesteps))}|r{','.join(map(str, self.resolutions))}"
                 f"|tau{self.threshold}|s{self.image_size}|n{int(self.add_noise)}|{self.latent}|seed{self.seed}"
-                f"|mb{int(self.multi_box)}:{self.min_box_area}")
+                f"|mb{int(self.multi_box)}:{self.min_box_area}{self.refinement_key}")
+
+    @property
+    def refinement_key(self) -> str:
+        """The map refinements in use ("" when none, so versions made without them stay the same)."""
+        if not self.propagation_side:
+            return ""
+        return f"|prop{self.propagation_side}x{self.propagation_steps}{'p' if self.propagation_product else ''}"
 
 
 PRESETS: dict[str, LocalizeConfig] = {

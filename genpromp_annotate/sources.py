@@ -1,7 +1,7 @@
 """Read image sources into import records: class sub-folders, `path,label` CSV, Label Studio JSON exports.
 
 A reader never opens the images: it yields ImportRecord(uri, labels, split, error) and the import
-(`genpromp_annotate.workflow.import_records`) hashes, decodes and stores them. URIs are absolute
+(`genpromp_annotate.project.import_records`) hashes, decodes and stores them. URIs are absolute
 paths, or `file://` URLs (percent-encoded bytes) for file names that are not valid UTF-8, or
 http(s) URLs.
 """

@@ -12,10 +12,7 @@ from genpromp_annotate.engine import boxes as boxes_module
 from genpromp_annotate.engine.boxes import boxes_from_map, reference_box
 from genpromp_annotate.exports.coco import coco_dataset
 from genpromp_annotate.presets import LocalizeConfig
-from genpromp_annotate.sources import read_source
-from genpromp_annotate.store import queries as q
-from genpromp_annotate.store.models import Prediction
-from genpromp_annotate.workflow import (
+from genpromp_annotate.project import (
     add_labels,
     annotate_project,
     build_localizer,
@@ -24,6 +21,9 @@ from genpromp_annotate.workflow import (
     pending_count,
     project_settings,
 )
+from genpromp_annotate.sources import read_source
+from genpromp_annotate.store import queries as q
+from genpromp_annotate.store.models import Prediction
 
 SETTINGS = LocalizeConfig(threshold=0.3, image_size=256)
 

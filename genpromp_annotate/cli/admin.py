@@ -137,12 +137,7 @@ def demo_command(ctx: click.Context, out_dir: Path | None, images_per_label: int
     from genpromp_annotate.evaluation.iou import iou_inclusive
     from genpromp_annotate.exports import export_boxes
     from genpromp_annotate.presets import preset
-    from genpromp_annotate.sources import path_for_uri, read_source
-    from genpromp_annotate.store import queries as q
-    from genpromp_annotate.store.database import genpromp_home, open_store
-    from genpromp_annotate.toy.weights import ensure_toy_model
-    from genpromp_annotate.toy.world import BASE_CLASSES
-    from genpromp_annotate.workflow import (
+    from genpromp_annotate.project import (
         add_labels,
         annotate_project,
         build_localizer,
@@ -150,6 +145,11 @@ def demo_command(ctx: click.Context, out_dir: Path | None, images_per_label: int
         load_boxes_frame,
         project_settings,
     )
+    from genpromp_annotate.sources import path_for_uri, read_source
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.store.database import genpromp_home, open_store
+    from genpromp_annotate.toy.weights import ensure_toy_model
+    from genpromp_annotate.toy.world import BASE_CLASSES
 
     started = time.perf_counter()
     home = genpromp_home()

@@ -137,7 +137,7 @@ def annotate_command(ctx: click.Context, project: str, device: str | None, dtype
     from tqdm import tqdm
 
     from genpromp_annotate.cli.project import open_project_store
-    from genpromp_annotate.workflow import annotate_project, build_localizer, pending_count
+    from genpromp_annotate.project import annotate_project, build_localizer, pending_count
 
     store = open_project_store(ctx)
     project_localizer = build_localizer(store, project, device=device, dtype=dtype)
@@ -151,7 +151,7 @@ def annotate_command(ctx: click.Context, project: str, device: str | None, dtype
 
     stop = {"requested": False}
 
-    def on_signal(signum, _frame) -> None:
+    def on_signal(_signum, _frame) -> None:
         if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True

@@ -38,8 +38,8 @@ def import_command(ctx: click.Context, project: str, source: Path, fmt: str, spl
       genpromp-annotate import birds labels.csv --format csv --split train
       genpromp-annotate import birds export.json --format label-studio --root /srv/ls-files
     """
+    from genpromp_annotate.project import ensure_project_exists, import_records
     from genpromp_annotate.sources import read_source
-    from genpromp_annotate.workflow import ensure_project_exists, import_records
 
     store = open_project_store(ctx)
     ensure_project_exists(store, project)
@@ -80,8 +80,8 @@ def export_command(ctx: click.Context, project: str, fmt: str, out: Path, min_sc
       genpromp-annotate export birds --format label-studio --out tasks.json
     """
     from genpromp_annotate.exports import export_boxes
+    from genpromp_annotate.project import load_boxes_frame
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.workflow import load_boxes_frame
 
     store = open_project_store(ctx)
     with store.read() as session:

@@ -50,8 +50,8 @@ def init_command(ctx: click.Context, project: str, model_source: str, labels_fil
       genpromp-annotate init birds --model /tmp/m --label sparrow --label "goldfish, Carassius auratus"
       genpromp-annotate init cub --model sd15/ --labels classes.txt --preset cub-paper
     """
+    from genpromp_annotate.project import add_labels, load_tokenizer, project_settings
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.workflow import add_labels, load_tokenizer, project_settings
 
     config = config_from_options(**pop_engine_options(kwargs))
     labels = list(label_names) + (read_label_file(labels_file) if labels_file else [])
@@ -92,9 +92,9 @@ def labels_command(ctx: click.Context, project: str, action: str | None, names: 
     """
     from sqlalchemy import func, select
 
+    from genpromp_annotate.project import add_labels, load_tokenizer
     from genpromp_annotate.store import queries as q
     from genpromp_annotate.store.models import image_labels
-    from genpromp_annotate.workflow import add_labels, load_tokenizer
 
     store = open_project_store(ctx)
     if action == "add":
@@ -135,8 +135,8 @@ def status_command(ctx: click.Context, project: str) -> None:
       genpromp-annotate status birds
       genpromp-annotate --db postgresql+psycopg://me@db/genpromp status birds
     """
+    from genpromp_annotate.project import current_model_version
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.workflow import current_model_version
 
     store = open_project_store(ctx)
     current = current_model_version(store, project)

@@ -74,12 +74,12 @@ def serve_command(obj, project_name: str | None, model_source: str | None, token
     """
     if not project_name and not model_source:
         raise ConfigError("serve needs --project NAME (a project-store project) or --model SOURCE")
-    from genpromp_annotate_backend.__main__ import calibrate_omegas as parse_omegas
+    from genpromp_annotate.project.settings import calibrate_omegas as parse_omegas
 
     parse_omegas(calibrate_omegas)  # a bad list fails here, not in every worker
     if project_name:
+        from genpromp_annotate.project import ensure_project_exists
         from genpromp_annotate.store.database import open_store
-        from genpromp_annotate.workflow import ensure_project_exists
 
         store = open_store(obj.db_url if obj else None)
         ensure_project_exists(store, project_name)  # fail here, with the `init` hint, not in every worker
@@ -96,8 +96,9 @@ def serve_command(obj, project_name: str | None, model_source: str | None, token
 
     click.echo(f"serving {project_name or model_source} on http://{host}:{port} "
                f"({workers} process(es) × {threads} thread(s))", err=True)
-    uvicorn.run("genpromp_annotate_backend.__main__:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="info", timeout_graceful_shutdown=10)
+    # By name, not by import: the backend is an adapter over the core, which never imports it.
+    uvicorn.run("genpromp_annotate_backend.__main__:create_app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="info", timeout_graceful_shutdown=10)
 
 
 @click.command("push")
@@ -128,9 +129,9 @@ def push_command(obj, project_name: str, ls_url: str, api_key: str | None, ls_pr
       genpromp-annotate push birds --ls-url http://localhost:8080 --ls-project 3 \\
           --local-files-root /data/images
     """
+    from genpromp_annotate.labelstudio.bulk import push_predictions
+    from genpromp_annotate.project import annotate_project, build_localizer
     from genpromp_annotate.store.database import open_store
-    from genpromp_annotate.workflow import annotate_project, build_localizer
-    from genpromp_annotate_backend.bulk import push_predictions
 
     store = open_store(obj.db_url if obj else None)
     client = _ls_client(ls_url, api_key)
@@ -173,9 +174,9 @@ def pull_command(obj, project_name: str, ls_url: str, api_key: str | None, ls_pr
     Example:
       genpromp-annotate pull birds --ls-url http://localhost:8080 --ls-project 3
     """
+    from genpromp_annotate.labelstudio.bulk import pull_annotations
+    from genpromp_annotate.labelstudio.media import MediaFetcher
     from genpromp_annotate.store.database import open_store
-    from genpromp_annotate_backend.bulk import pull_annotations
-    from genpromp_annotate_backend.media import MediaFetcher
 
     store = open_store(obj.db_url if obj else None)
     fetcher = MediaFetcher.from_env()

@@ -181,7 +181,7 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
 
 def _project_image_size(store, project: str) -> int:
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.workflow import config_for_project
+    from genpromp_annotate.store.settings import config_for_project
 
     with store.read() as session:
         return config_for_project(q.get_project(session, project)).image_size

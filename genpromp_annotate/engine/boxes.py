@@ -24,10 +24,6 @@ class Box:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
-    @property
-    def area(self) -> float:
-        return max(0.0, self.x2 - self.x1) * max(0.0, self.y2 - self.y1)
-
 
 def threshold_mask(map_01: np.ndarray, threshold: float) -> np.ndarray:
     """uint8 mask of pixels strictly above `int(τ·max)` of the uint8-quantised map (the reference rule)."""

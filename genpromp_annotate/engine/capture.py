@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from genpromp_annotate.errors import ConfigError
 
@@ -32,6 +33,10 @@ class AttentionLayer:
     def query_side(self, latent_side: int) -> int:
         return round(latent_side * self.query_ratio)
 
+    @property
+    def is_cross(self) -> bool:
+        return self.name.split(".")[-2] == "attn2"
+
 
 def _part_of(name: str) -> str:
     for part in ("down", "mid", "up"):
@@ -40,21 +45,29 @@ def _part_of(name: str) -> str:
     return "other"
 
 
-@torch.inference_mode()
 def probe_cross_attention_layers(unet, probe_side: int | None = None) -> list[AttentionLayer]:
-    """Every cross-attention (attn2) layer of `unet` with its query ratio, in execution order.
+    """Every cross-attention (attn2) layer of `unet` with its query ratio, in execution order."""
+    layers = [layer for layer in probe_attention_layers(unet, probe_side) if layer.is_cross]
+    if not layers:
+        raise ConfigError("the UNet has no cross-attention (attn2) layers")
+    return layers
+
+
+@torch.inference_mode()
+def probe_attention_layers(unet, probe_side: int | None = None) -> list[AttentionLayer]:
+    """Every attention layer (attn1 and attn2) of `unet` with its query ratio, in execution order.
 
     Runs the UNet once on a `(1, C, s, s)` latent with s = 2^(down blocks − 1): cheap, and enough for
     the smallest level to be 1×1.
     """
-    modules = {name: module for name, module in unet.named_modules() if name.endswith("attn2")}
+    modules = {name: module for name, module in unet.named_modules() if name.endswith(("attn1", "attn2"))}
     if not modules:
-        raise ConfigError("the UNet has no cross-attention (attn2) layers")
+        raise ConfigError("the UNet has no attention layers")
     side = probe_side or 2 ** (len(unet.config.block_out_channels) - 1)
     seen: dict[str, tuple[int, int]] = {}
     handles = []
     for name, module in modules.items():
-        def hook(mod, args, kwargs, name=name):
+        def hook(_module, args, kwargs, name=name):
             hidden = args[0] if args else kwargs["hidden_states"]
             tokens = hidden.shape[1] if hidden.dim() == 3 else hidden.shape[2] * hidden.shape[3]
             seen.setdefault(name, (tokens, len(seen)))
@@ -91,6 +104,8 @@ class CaptureState:
 
     token_positions: torch.Tensor | None = None  # (batch,) long: the column to keep per sample
     columns: dict[str, torch.Tensor] = field(default_factory=dict)  # name → (batch, heads, N) float32
+    # self-attention name → (query, key, scale), each (batch, heads, N, d): the affinity softmax(QKᵀ·scale)
+    affinities: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = field(default_factory=dict)
 
 
 class ColumnCaptureProcessor:
@@ -158,16 +173,67 @@ class ColumnCaptureProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
+class AffinityCaptureProcessor:
+    """Self-attention as usual (SDPA), also keeping its queries and keys: the affinity of every pair of
+    positions, without the `(N, N)` matrix (method.md §9, self-attention propagation)."""
+
+    def __init__(self, name: str, state: CaptureState, stop_after: bool = False) -> None:
+        self.name = name
+        self.state = state
+        self.stop_after = stop_after
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channels, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query, key, value = attn.to_q(hidden_states), attn.to_k(source), attn.to_v(source)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        self.state.affinities[self.name] = (query, key, float(attn.scale))
+        if self.stop_after:
+            raise EarlyExit(self.name)
+        mask = None
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
+            mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
+        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attn.scale)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
 @contextlib.contextmanager
-def capture_columns(unet, layers: list[AttentionLayer], state: CaptureState, early_exit: bool = True) -> Iterator[None]:
-    """Install capture processors on `layers` only (others untouched) and restore the originals on exit."""
+def capture_columns(unet, layers: list[AttentionLayer], state: CaptureState, early_exit: bool = True,
+                    affinity_layers: Sequence[AttentionLayer] = ()) -> Iterator[None]:
+    """Install capture processors on `layers` (cross-attention columns) and `affinity_layers`
+    (self-attention queries and keys) only, others untouched; restore the originals on exit."""
     original = dict(unet.attn_processors)
-    last = max(layers, key=lambda layer: layer.order).name
+    last = max([*layers, *affinity_layers], key=lambda layer: layer.order).name
     replaced = dict(original)
-    for layer in layers:
+    for layer in [*layers, *affinity_layers]:
         if layer.name not in replaced:
             raise ConfigError(f"the UNet has no attention processor {layer.name}")
-        replaced[layer.name] = ColumnCaptureProcessor(layer.name, state, stop_after=early_exit and layer.name == last)
+        kind = ColumnCaptureProcessor if layer.is_cross else AffinityCaptureProcessor
+        replaced[layer.name] = kind(layer.name, state, stop_after=early_exit and layer.name == last)
     unet.set_attn_processor(replaced)
     try:
         yield
@@ -177,16 +243,18 @@ def capture_columns(unet, layers: list[AttentionLayer], state: CaptureState, ear
 
 def run_unet_capturing(unet, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                        layers: list[AttentionLayer], token_positions: torch.Tensor,
-                       early_exit: bool = True) -> dict[str, torch.Tensor]:
-    """One UNet forward that returns the category columns of `layers` (name → (batch, heads, N) fp32).
+                       early_exit: bool = True, affinity_layers: Sequence[AttentionLayer] = (),
+                       ) -> CaptureState:
+    """One UNet forward that captures the category columns of `layers` (name → (batch, heads, N) fp32)
+    and the queries and keys of `affinity_layers` (see CaptureState).
 
     With `early_exit`, the forward stops inside the last needed layer: every block after it (for SD v1
     at 512 px the 32×32 and 64×64 up blocks and the output conv) never runs.
     """
     state = CaptureState(token_positions=token_positions)
-    with capture_columns(unet, layers, state, early_exit=early_exit):
+    with capture_columns(unet, layers, state, early_exit=early_exit, affinity_layers=affinity_layers):
         try:
             unet(latents, timesteps, encoder_hidden_states=context, return_dict=False)
         except EarlyExit:
             pass
-    return state.columns
+    return state

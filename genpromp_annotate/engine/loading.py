@@ -227,3 +227,18 @@ def weights_digest(module: torch.nn.Module, length: int = 12) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:length]
+
+
+def load_finetuned_unet(model: Any, unet_path: str) -> Any:
+    """A finetuned UNet (diffusers folder), frozen, on the model's device and dtype; ModelLoadError if unusable."""
+    from diffusers import UNet2DConditionModel
+
+    from genpromp_annotate.errors import ModelLoadError
+
+    try:
+        unet = UNet2DConditionModel.from_pretrained(unet_path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"finetuned UNet {unet_path}: cannot load ({exc}); select another one or none") from exc
+    unet.requires_grad_(False)
+    unet.eval()
+    return unet.to(model.device, model.dtype)

@@ -14,12 +14,17 @@ from PIL import Image
 from genpromp_annotate.engine.boxes import Box, boxes_from_map, scale_box
 from genpromp_annotate.engine.capture import (
     AttentionLayer,
-    probe_cross_attention_layers,
+    probe_attention_layers,
     run_unet_capturing,
     select_layers,
 )
 from genpromp_annotate.engine.loading import StableDiffusion
-from genpromp_annotate.engine.maps import maps_from_columns
+from genpromp_annotate.engine.maps import (
+    combine_groups,
+    group_maps,
+    propagate_with_affinity,
+    upsample_and_normalise,
+)
 from genpromp_annotate.engine.prompts import TEMPLATES, CategoryPrompt, PromptCache
 from genpromp_annotate.engine.tokens import (
     add_concept_tokens,
@@ -79,7 +84,11 @@ class Localizer:
     def __post_init__(self) -> None:
         self._categories: dict[str, _Category] = {}
         self._prompts = PromptCache(self.model.text_encoder, self.model.tokenizer, self.templates)
-        self._all_layers: list[AttentionLayer] = probe_cross_attention_layers(self.model.unet)
+        probed = probe_attention_layers(self.model.unet)
+        self._all_layers: list[AttentionLayer] = [layer for layer in probed if layer.is_cross]
+        self._self_layers: list[AttentionLayer] = [layer for layer in probed if not layer.is_cross]
+        if not self._all_layers:
+            raise ConfigError("the UNet has no cross-attention (attn2) layers")
         self._lock = threading.Lock()  # the capture processors are per-call state on a shared UNet
 
     def with_config(self, config: LocalizeConfig) -> Localizer:
@@ -139,6 +148,22 @@ class Localizer:
     def selected_layers(self) -> list[AttentionLayer]:
         return select_layers(self._all_layers, self.latent_side, tuple(self.config.resolutions))
 
+    def affinity_layers(self) -> list[AttentionLayer]:
+        """The self-attention layers of the propagation side that run before the last cross-attention
+        layer the maps need (so the UNet still stops there); [] when propagation is off."""
+        side = self.config.propagation_side
+        if not side:
+            return []
+        last = max(layer.order for layer in self.selected_layers())
+        chosen = [layer for layer in self._self_layers
+                  if layer.query_side(self.latent_side) == side and layer.order < last]
+        if not chosen:
+            available = sorted({layer.query_side(self.latent_side) for layer in self._self_layers
+                                if layer.order < last})
+            raise ConfigError(f"propagation_side {side}: no self-attention layer at that side runs before the "
+                              f"last map layer for latent {self.latent_side}; available: {available}")
+        return chosen
+
     def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Step 1: straight resize to S×S (bicubic, aspect ratio not kept), scaled to [−1, 1]."""
         size = self.config.image_size
@@ -184,11 +209,17 @@ class Localizer:
             noisy, timesteps = self._noisy(latents)
             context = torch.stack([p.embedding for p in prompts]).to(self.model.device, self.model.dtype)
             positions = torch.tensor([p.token_position for p in prompts], device=self.model.device)
-            columns = run_unet_capturing(
+            affinity_layers = self.affinity_layers()
+            captured = run_unet_capturing(
                 self.model.unet, noisy, timesteps, context.repeat(n_steps, 1, 1), layers,
-                positions.repeat(n_steps), early_exit=early_exit,
+                positions.repeat(n_steps), early_exit=early_exit, affinity_layers=affinity_layers,
             )
-        return maps_from_columns(columns, layers, n_steps, self.latent_side, self.config.image_size)
+            maps = combine_groups(group_maps(captured.columns, layers, n_steps, self.latent_side), self.latent_side)
+            if affinity_layers:
+                maps = propagate_with_affinity(maps, [captured.affinities[layer.name] for layer in affinity_layers],
+                                               n_steps, self.config.propagation_steps,
+                                               self.config.propagation_product)
+        return upsample_and_normalise(maps, self.config.image_size)
 
     def boxes_for_map(self, map_s: np.ndarray, width: int, height: int) -> list[Box]:
         """Step 8: boxes of one map, mapped from the S×S frame back to `width × height` pixels."""

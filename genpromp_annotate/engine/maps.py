@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
@@ -62,3 +63,43 @@ def maps_from_columns(columns: dict[str, torch.Tensor], layers: list[AttentionLa
     """Steps 6–7 end to end: `(B, out_size, out_size)` float32 maps in [0, 1]."""
     groups = group_maps(columns, layers, n_timesteps, latent_side)
     return upsample_and_normalise(combine_groups(groups, latent_side), out_size)
+
+
+def propagate_with_affinity(maps: torch.Tensor, affinities: list[tuple[torch.Tensor, torch.Tensor, float]],
+                            n_timesteps: int, steps: int = 1, product: bool = False) -> torch.Tensor:
+    """Self-attention propagation: `m ← A·m`, `steps` times, A = softmax(QKᵀ·scale) averaged over the
+    layers, heads and timesteps given; computed as attention with the map as the value, so the
+    `(N, N)` affinity is never materialised.
+
+    Args:
+        maps: `(B, L, L)` float32 maps; min-max normalised here first (A's rows sum to 1).
+        affinities: `(query, key, scale)` per layer, query/key `(T·B, heads, N, d)`, timestep-major,
+            every layer at one side s = √N (the map is resized to s×s and back).
+        product: return `minmax(A·m)·m` (the propagated map sharpened by the original).
+    Returns:
+        `(B, L, L)` float32.
+    """
+    batch, side_in = maps.shape[0], maps.shape[-1]
+    flat = maps.flatten(1)
+    low, high = flat.amin(dim=1).view(-1, 1, 1), flat.amax(dim=1).view(-1, 1, 1)
+    normalised = (maps - low) / (high - low).clamp_min(1e-12)
+    side = math.isqrt(affinities[0][0].shape[2])
+    start = normalised if side == side_in else F.interpolate(
+        normalised.unsqueeze(1), size=(side, side), mode="area" if side < side_in else "bilinear").squeeze(1)
+    start = start.flatten(1)  # (B, N)
+    current = start
+    for _ in range(steps):
+        spread = []
+        for query, key, scale in affinities:
+            total, heads, tokens, _ = query.shape
+            value = current.repeat(total // batch, 1).view(total, 1, tokens, 1).expand(total, heads, tokens, 1)
+            out = F.scaled_dot_product_attention(query.float(), key.float(), value.contiguous(), scale=scale)
+            spread.append(out.mean(dim=1)[..., 0].view(total // batch, batch, tokens).mean(dim=0))  # (B, N)
+        current = torch.stack(spread).mean(dim=0)
+    if product:  # both in [0, 1]: the background, low in either, goes to 0
+        low, high = current.amin(dim=1, keepdim=True), current.amax(dim=1, keepdim=True)
+        current = (current - low) / (high - low).clamp_min(1e-12) * start
+    out = current.view(batch, side, side)
+    if side != side_in:
+        out = F.interpolate(out.unsqueeze(1), size=(side_in, side_in), mode="bilinear", align_corners=False).squeeze(1)
+    return out

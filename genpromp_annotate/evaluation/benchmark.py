@@ -208,7 +208,7 @@ class _Run:
         """The project's base model, selected UNet, learned tokens and settings (the request overrides them)."""
         from genpromp_annotate.evaluation.map_sources import ConceptToken, MapProducer, folder_id
         from genpromp_annotate.store import queries as q
-        from genpromp_annotate.workflow import config_for_project
+        from genpromp_annotate.store.settings import config_for_project
 
         r = self.request
         assert r.project is not None

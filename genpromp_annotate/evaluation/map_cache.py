@@ -48,7 +48,8 @@ def maps_settings_key(config: LocalizeConfig, meta_words: Mapping[str, str] | No
     """
     forced = ",".join(f"{k}={v}" for k, v in sorted((meta_words or {}).items()))
     return (f"maps|w{config.omega}|t{','.join(map(str, config.timesteps))}|r{','.join(map(str, config.resolutions))}"
-            f"|s{config.image_size}|n{int(config.add_noise)}|{config.latent}|seed{config.seed}|meta[{forced}]")
+            f"|s{config.image_size}|n{int(config.add_noise)}|{config.latent}|seed{config.seed}|meta[{forced}]"
+            f"{config.refinement_key}")
 
 
 def maps_version(base_model: str, tokens_digest: str, config: LocalizeConfig, unet: str | None = None,

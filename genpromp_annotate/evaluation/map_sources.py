@@ -217,7 +217,7 @@ class MapProducer:
             model = load_stable_diffusion(self.model_source, device=self.device, dtype=self.dtype,
                                           single_file_config=self.model_config)
             if self.unet_dir is not None:
-                from genpromp_annotate.workflow import load_finetuned_unet
+                from genpromp_annotate.engine.loading import load_finetuned_unet
 
                 model.unet = load_finetuned_unet(model, str(self.unet_dir))
             self._localizer = Localizer(model, self.config)

@@ -256,6 +256,8 @@ def best_threshold(maps: Sequence[np.ndarray], gt_boxes: Sequence[object],
             gts = gt_boxes_to_frame(gt_boxes[i], *image_sizes[i], size=width)
         for t, tau in enumerate(grid):
             boxes = boxes_from_map(map_01, float(tau), multi_box, min_area_fraction)
+            if not boxes:  # no detection: a miss
+                continue
             predicted = np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes])
             correct[t] += iou_inclusive(predicted, gts).max() >= iou_threshold
     accuracies = 100.0 * correct / len(maps)

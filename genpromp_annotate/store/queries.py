@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -175,12 +175,6 @@ def update_training_run(session: Session, run_id: int, *, status: str | None = N
 # ---- images -------------------------------------------------------------------------------------------
 def find_image_by_hash(session: Session, project: Project, content_hash: str) -> Image | None:
     return session.scalar(select(Image).where(Image.project_id == project.id, Image.content_hash == content_hash))
-
-
-def images_by_uri(session: Session, project: Project, uris: Iterable[str]) -> dict[str, Image]:
-    wanted = list(uris)
-    rows = session.scalars(select(Image).where(Image.project_id == project.id, Image.uri.in_(wanted)))
-    return {image.uri: image for image in rows}
 
 
 def set_image_error(image: Image, error: str) -> None:

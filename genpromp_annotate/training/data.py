@@ -14,7 +14,6 @@ a 1-process run, and a resumed run equal an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,14 +163,3 @@ def pixels_from_images(images: Sequence[Image.Image]) -> torch.Tensor:
 def pixels_for_samples(samples: Sequence[Sample], resolution: int) -> torch.Tensor:
     """`(B, 3, S, S)` float32 in [−1, 1] of the augmented samples."""
     return pixels_from_images([augmented_image(s, resolution) for s in samples])
-
-
-def list_category_images(folder: str | os.PathLike[str]) -> dict[str, list[Path]]:
-    """An image folder (`<root>/<label>/*.jpg`) → label → image paths, sorted; for scripts and tests."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ConfigError(f"{root}: no such folder")
-    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-    found = {d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in suffixes)
-             for d in sorted(root.iterdir()) if d.is_dir()}
-    return {label: paths for label, paths in found.items() if paths}

@@ -104,7 +104,6 @@ class _Plan:
     base_model: str
     labels: list[str]  # categories to train in stage 1, in category-id order
     concept: dict[str, Any]  # the ConceptTrainingConfig to use (the stored one when resuming)
-    run_started: Any = None
 
 
 def _category_images(session, project) -> dict[int, list[str]]:
@@ -144,7 +143,7 @@ def _plan_stage1(store, project_name: str, options: TrainOptions) -> _Plan:
                     c.training_state == "trained" and c.trained_at is not None and c.trained_at >= started)]
                 q.update_training_run(session, run.id, status="running")
                 logger.info("resuming run #%d: %d of %d categories left", run.id, len(labels), len(wanted))
-                return _Plan(run.id, project.id, project.base_model, labels, run.config["training"], started)
+                return _Plan(run.id, project.id, project.base_model, labels, run.config["training"])
             logger.info("no unfinished run to resume in project %s; starting a new one", project_name)
         labels = [c.name for c in categories if options.retrain or c.training_state != "trained" or c.embedding is None]
         if not labels:
@@ -156,7 +155,7 @@ def _plan_stage1(store, project_name: str, options: TrainOptions) -> _Plan:
         for category in categories:
             if category.name in labels:
                 category.training_state = "training"
-        return _Plan(run.id, project.id, project.base_model, labels, options.concept.as_dict(), run.started_at)
+        return _Plan(run.id, project.id, project.base_model, labels, options.concept.as_dict())
 
 
 def _categories_for(store, project_name: str, labels: list[str]) -> tuple[list[CategoryImages], list[str], dict]:

@@ -36,9 +36,9 @@ def media_root(tmp_path) -> Path:
 @pytest.fixture()
 def make_state(backend_model, media_root, tmp_path):
     """make_state(**settings) → a BackendState whose projects are ModelProjects on the tiny model."""
+    from genpromp_annotate.labelstudio.media import MediaFetcher
     from genpromp_annotate.presets import LocalizeConfig
     from genpromp_annotate_backend.app import BackendSettings, BackendState
-    from genpromp_annotate_backend.media import MediaFetcher
     from genpromp_annotate_backend.projects import ModelProject
     from genpromp_annotate_backend.setups import SetupRegistry
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from genpromp_annotate.labelstudio.label_config import parse_label_config
+from genpromp_annotate.labelstudio.tasks import human_boxes_of
 from genpromp_annotate.presets import LocalizeConfig
-from genpromp_annotate_backend.feedback import Feedback, human_boxes_of
-from genpromp_annotate_backend.label_config import parse_label_config
+from genpromp_annotate_backend.feedback import Feedback
 from genpromp_annotate_backend.projects import ModelProject
 from tests.backend.conftest import LABEL_CONFIG
 
@@ -27,7 +28,7 @@ def test_human_boxes_of_an_annotation():
 
 
 def test_enough_new_human_boxes_trigger_an_improvement(backend_model, make_image, media_root):
-    from genpromp_annotate_backend.media import MediaFetcher
+    from genpromp_annotate.labelstudio.media import MediaFetcher
 
     project = ModelProject("p", backend_model, LocalizeConfig())
     feedback = Feedback(retrain_every=2, fetcher=MediaFetcher(roots=[media_root]))

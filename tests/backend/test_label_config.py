@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from genpromp_annotate.errors import LabelConfigError
-from genpromp_annotate_backend.label_config import (
+from genpromp_annotate.labelstudio.label_config import (
     map_labels,
     parse_extra_params,
     parse_label_config,

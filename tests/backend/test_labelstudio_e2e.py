@@ -114,12 +114,12 @@ def backend_server(db, toy_model_dir, make_state, media_root, label_studio, tmp_
     monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
     import uvicorn
 
+    from genpromp_annotate.labelstudio.media import MediaFetcher
     from genpromp_annotate.presets import preset
+    from genpromp_annotate.project import add_labels, load_tokenizer, project_settings
     from genpromp_annotate.store import queries as q
     from genpromp_annotate.toy.world import BASE_CLASSES
-    from genpromp_annotate.workflow import add_labels, load_tokenizer, project_settings
     from genpromp_annotate_backend.app import create_app
-    from genpromp_annotate_backend.media import MediaFetcher
     from genpromp_annotate_backend.store_project import StoreProject
 
     with db.write() as session:
@@ -235,10 +235,10 @@ def test_push_then_pull_through_the_cli(label_studio, db, db_url, tiny_model_dir
 
     from genpromp_annotate.cli import cli
     from genpromp_annotate.presets import LocalizeConfig
+    from genpromp_annotate.project import add_labels, import_records, load_tokenizer, project_settings
     from genpromp_annotate.sources import read_source
     from genpromp_annotate.store import queries as q
     from genpromp_annotate.store.models import Prediction
-    from genpromp_annotate.workflow import add_labels, import_records, load_tokenizer, project_settings
 
     ls_url, media = label_studio
     folder = media / f"push-{db.engine.dialect.name}"

@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 
 from genpromp_annotate.errors import ImageError
-from genpromp_annotate_backend.media import MediaFetcher
+from genpromp_annotate.labelstudio.media import MediaFetcher
 
 
 @pytest.fixture()

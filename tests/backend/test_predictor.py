@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from genpromp_annotate_backend.label_config import parse_label_config
-from genpromp_annotate_backend.predictor import resolve_weak_label, weak_label_of
+from genpromp_annotate.labelstudio.label_config import parse_label_config
+from genpromp_annotate.labelstudio.tasks import resolve_weak_label, weak_label_of
 from tests.backend.conftest import LABEL_CONFIG
 
 SETUP = parse_label_config(LABEL_CONFIG.replace("</View>", '<Choices name="cls" toName="image">'

@@ -6,7 +6,7 @@ import pytest
 
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.errors import LabelConfigError
-from genpromp_annotate_backend.regions import box_from_region, region_from_box
+from genpromp_annotate.labelstudio.regions import box_from_region, region_from_box
 
 
 def test_region_is_percent_of_the_original_size():

@@ -7,18 +7,17 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from genpromp_annotate.engine.localizer import Localizer
+from genpromp_annotate.labelstudio.label_config import ProjectSettings
 from genpromp_annotate.presets import LocalizeConfig
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.models import Image, Prediction
 from genpromp_annotate_backend.app import create_app
-from genpromp_annotate_backend.label_config import ProjectSettings
-from genpromp_annotate_backend.store_project import StoreProject, tokens_digest_of
+from genpromp_annotate_backend.store_project import StoreProject
 from tests.backend.conftest import LABEL_CONFIG
 
 
 def _make_project(db, tiny_model_dir, name="birds", threshold=0.95):
-    from genpromp_annotate.workflow import add_labels, load_tokenizer, project_settings
+    from genpromp_annotate.project import add_labels, load_tokenizer, project_settings
 
     with db.write() as session:
         q.create_project(session, name, str(tiny_model_dir),
@@ -27,16 +26,20 @@ def _make_project(db, tiny_model_dir, name="birds", threshold=0.95):
     return StoreProject(name, db, device="cpu", dtype="float32")
 
 
-def test_tokens_digest_matches_the_localizers(backend_model):
-    """Parity: the store-side digest (no model needed) equals Localizer.tokens_digest, exactly."""
-    vectors = {"cat": torch.linspace(-1, 1, backend_model.model.text_encoder.config.hidden_size),
-               "dog": torch.ones(backend_model.model.text_encoder.config.hidden_size)}
+def test_the_version_known_without_the_model_is_the_one_the_localizer_gets(db, tiny_model_dir, backend_model):
+    """One snapshot, one version function: /setup's answer (no model) equals the built Localizer's."""
+    from genpromp_annotate import project as gp
+
+    project = _make_project(db, tiny_model_dir)
+    with db.write() as session:
+        cat = q.get_category(session, q.get_project(session, "birds"), "cat")
+        q.set_category_embedding(cat, torch.linspace(-1, 1, backend_model.model.text_encoder.config.hidden_size))
+    snapshot = gp.read_snapshot(db, "birds")
     with backend_model.lock:
-        localizer = Localizer(backend_model.model, LocalizeConfig())
-        for label, vector in vectors.items():
-            localizer.set_concept_token(label, vector, f"<digest-test-{label}>")
-    assert tokens_digest_of(list(vectors.items())) == localizer.tokens_digest
-    assert tokens_digest_of([]) == Localizer(backend_model.model).tokens_digest == "none"
+        built = gp.build_localizer(db, "birds", model=backend_model.model)
+    assert snapshot.tokens_digest == built.localizer.tokens_digest != "none"
+    assert gp.model_version(snapshot).name == built.model_version == gp.current_model_version(db, "birds")
+    assert project.model_version(ProjectSettings()) == built.model_version
 
 
 def test_model_version_follows_the_store(db, tiny_model_dir):
@@ -112,8 +115,8 @@ def test_predict_webhook_and_recalibration_reach_the_store(db, tiny_model_dir, m
 def test_recalibration_tries_the_omega_grid_and_keeps_the_best(db, tiny_model_dir, make_image, tmp_path):
     """With `calibrate_omegas`, every ω's maps are swept: the current ω's result equals a τ-only
     re-calibration, and the stored (ω, τ) is the best one (the current ω on a tie)."""
+    from genpromp_annotate.project import config_for_project, import_records, project_settings
     from genpromp_annotate.sources import ImportRecord, uri_for_path
-    from genpromp_annotate.workflow import config_for_project, import_records, project_settings
 
     project = _make_project(db, tiny_model_dir, threshold=0.95)
     paths = [make_image(f"h{i}.png", size=(80, 60), seed=i) for i in range(3)]
@@ -148,13 +151,13 @@ def test_recalibration_tries_the_omega_grid_and_keeps_the_best(db, tiny_model_di
 def test_recalibration_from_a_label_studio_preset_keeps_the_projects_own_settings(db, tiny_model_dir, make_image):
     """A Label Studio config that names a preset sets /predict's settings; re-calibration changes only the
     project's τ (and ω), never its other stored settings (here: latent, timesteps, image size)."""
+    from genpromp_annotate.project import config_for_project, import_records, project_settings
     from genpromp_annotate.sources import ImportRecord, uri_for_path
-    from genpromp_annotate.workflow import config_for_project, import_records, project_settings
 
     own = LocalizeConfig(latent="mean", threshold=0.95, timesteps=(0, 50), image_size=256)
     with db.write() as session:
         q.create_project(session, "own", str(tiny_model_dir), project_settings(own))
-    from genpromp_annotate.workflow import add_labels, load_tokenizer
+    from genpromp_annotate.project import add_labels, load_tokenizer
 
     add_labels(db, "own", ["cat"], load_tokenizer(str(tiny_model_dir)))
     project = StoreProject("own", db, device="cpu", dtype="float32")

@@ -55,14 +55,14 @@ def test_capture_equals_hand_computed_softmax(tiny_model):
     module = dict(unet.named_modules())[name]
     seen = {}
     hook = module.register_forward_pre_hook(
-        lambda mod, args, kwargs: seen.update(hidden=args[0] if args else kwargs["hidden_states"],
+        lambda _mod, args, kwargs: seen.update(hidden=args[0] if args else kwargs["hidden_states"],
                                               context=kwargs["encoder_hidden_states"]),
         with_kwargs=True)
     latents, timesteps, context = _inputs(tiny_model)
     positions = torch.tensor([5, 7])
     try:
         with torch.inference_mode():
-            columns = run_unet_capturing(unet, latents, timesteps, context, layers, positions, early_exit=False)
+            columns = run_unet_capturing(unet, latents, timesteps, context, layers, positions, early_exit=False).columns
     finally:
         hook.remove()
     with torch.inference_mode():

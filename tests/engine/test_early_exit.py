@@ -17,7 +17,7 @@ def images():
 def _count_calls(unet, names):
     calls = dict.fromkeys(names, 0)
     handles = [dict(unet.named_modules())[n].register_forward_hook(
-        lambda mod, args, out, n=n: calls.__setitem__(n, calls[n] + 1)) for n in names]
+        lambda _mod, args, out, n=n: calls.__setitem__(n, calls[n] + 1)) for n in names]
     return calls, handles
 
 
@@ -41,7 +41,7 @@ def test_late_blocks_never_run_and_maps_match(tiny_model, images):
 def test_both_timesteps_share_one_unet_call(tiny_model, images):
     localizer = Localizer(tiny_model)
     batches = []
-    handle = tiny_model.unet.register_forward_pre_hook(lambda mod, args: batches.append(args[0].shape[0]))
+    handle = tiny_model.unet.register_forward_pre_hook(lambda _mod, args: batches.append(args[0].shape[0]))
     try:
         localizer.compute_maps(images, ["cat", "cat"])
     finally:

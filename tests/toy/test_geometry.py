@@ -158,8 +158,8 @@ def test_backend_regions_land_on_the_objects(toy_model, geometry_images, tmp_pat
     from fastapi.testclient import TestClient
 
     from genpromp_annotate.exports.label_studio import label_config_xml
+    from genpromp_annotate.labelstudio.media import MediaFetcher
     from genpromp_annotate_backend.app import BackendSettings, BackendState, create_app
-    from genpromp_annotate_backend.media import MediaFetcher
     from genpromp_annotate_backend.projects import ModelProject, SharedModel
     from genpromp_annotate_backend.setups import SetupRegistry
 

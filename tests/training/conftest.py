@@ -49,9 +49,9 @@ def make_project(tmp_path, tiny_model_dir, tiny_model, monkeypatch):
 
     GENPROMP_HOME points into tmp_path, so checkpoints and UNets land there.
     """
+    from genpromp_annotate.project import add_labels, import_records
     from genpromp_annotate.sources import read_source
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.workflow import add_labels, import_records
 
     monkeypatch.setenv("GENPROMP_HOME", str(tmp_path / "home"))
 

@@ -62,7 +62,7 @@ def test_tokens_and_run_row_are_stored(db, make_project, tiny_model, tmp_path):
 
 
 def test_the_project_localizer_uses_the_learned_tokens(db, make_project, tiny_model):
-    from genpromp_annotate.workflow import build_localizer
+    from genpromp_annotate.project import build_localizer
 
     make_project(db, "demo", {"cat": 2})
     before = build_localizer(db, "demo", model=tiny_model).localizer.tokens_digest
@@ -151,7 +151,7 @@ def test_resume_after_sigkill_keeps_finished_labels(db_url, make_project, tiny_m
 @pytest.mark.slow
 def test_finetune_unet_saves_and_selects_a_new_unet(db, make_project, tiny_model):
     from genpromp_annotate.engine.loading import weights_digest
-    from genpromp_annotate.workflow import build_localizer
+    from genpromp_annotate.project import build_localizer
 
     make_project(db, "demo", {"cat": 2, "dog": 1})
     unet = UnetFinetuneConfig(max_steps=2, batch_size=2, resolution=64, learning_rate=1e-4)

@@ -1,4 +1,4 @@
-"""The workflow on a real store and the tiny model: import bad inputs, annotate, resume, versions, load_boxes."""
+"""The project API on a real store and the tiny model: import bad inputs, annotate, resume, versions, load_boxes."""
 
 import re
 
@@ -13,10 +13,7 @@ from sqlalchemy.orm import selectinload
 
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.presets import LocalizeConfig
-from genpromp_annotate.sources import ImportRecord, read_source, uri_for_path
-from genpromp_annotate.store import queries as q
-from genpromp_annotate.store.models import Image, Prediction
-from genpromp_annotate.workflow import (
+from genpromp_annotate.project import (
     add_labels,
     annotate_project,
     build_localizer,
@@ -26,6 +23,9 @@ from genpromp_annotate.workflow import (
     load_boxes_frame,
     project_settings,
 )
+from genpromp_annotate.sources import ImportRecord, read_source, uri_for_path
+from genpromp_annotate.store import queries as q
+from genpromp_annotate.store.models import Image, Prediction
 
 # 256 px instead of the paper's 512 keeps these tests fast on 2 CPU cores (same layers: 8×8 and 16×16 exist).
 SETTINGS = LocalizeConfig(threshold=0.3, image_size=256)

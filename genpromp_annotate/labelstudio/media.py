@@ -184,3 +184,21 @@ class MediaFetcher:
     def load(self, value: str, task_id: int | None = None) -> Image.Image:
         """The task's image decoded as upright RGB (errors name the task value, not the cache file)."""
         return load_image(self.local_path(value, task_id), name=value)
+
+
+def durable_uri(project_name: str, image_uri: str, path: Path | None) -> str:
+    """Where the store keeps a task image: a local task image keeps its path; a downloaded one is copied
+    next to the store (the download cache is temporary), so re-calibration and token training can read it."""
+    import shutil
+
+    from genpromp_annotate.project.images import content_digest
+    from genpromp_annotate.store.database import genpromp_home
+
+    if path is None or (Path(image_uri).is_absolute() and Path(image_uri).resolve() == path.resolve()):
+        return image_uri
+    folder = genpromp_home() / "projects" / project_name / "label-studio-media"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{content_digest(path)}{path.suffix.lower() or '.img'}"
+    if not target.exists():
+        shutil.copyfile(path, target)
+    return str(target)

@@ -18,16 +18,20 @@ from urllib.parse import quote
 
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.errors import GenprompError, LabelConfigError
+from genpromp_annotate.labelstudio.label_config import LabelingSetup, parse_label_config
+from genpromp_annotate.labelstudio.media import MediaFetcher
+from genpromp_annotate.labelstudio.regions import region_from_box
+from genpromp_annotate.labelstudio.tasks import (
+    human_boxes_of,
+    resolve_weak_label,
+    store_annotation,
+    weak_label_of,
+)
 from genpromp_annotate.log import get_logger
+from genpromp_annotate.project.version import read_snapshot
 from genpromp_annotate.sources import path_for_uri
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.database import Store
-from genpromp_annotate_backend.feedback import human_boxes_of
-from genpromp_annotate_backend.label_config import LabelingSetup, parse_label_config
-from genpromp_annotate_backend.media import MediaFetcher
-from genpromp_annotate_backend.predictor import resolve_weak_label, weak_label_of
-from genpromp_annotate_backend.regions import region_from_box
-from genpromp_annotate_backend.store_project import StoreProject
 
 logger = get_logger(__name__)
 
@@ -176,8 +180,8 @@ def export_tasks(client: Any, ls_project: int) -> list[dict[str, Any]]:
 def pull_annotations(store: Store, project_name: str, client: Any, ls_project: int,
                      fetcher: MediaFetcher) -> PullReport:
     """Store the rectangles of every (not cancelled) annotation as human boxes; re-pulling replaces them."""
-    project = StoreProject(project_name, store)  # no model needed: boxes are only stored
-    labeling = labeling_for(client, ls_project, project.categories)
+    categories = list(read_snapshot(store, project_name).categories)
+    labeling = labeling_for(client, ls_project, categories)
     report = PullReport()
     for task in export_tasks(client, ls_project):
         image_value = (task.get("data") or {}).get(labeling.image_key)
@@ -187,11 +191,11 @@ def pull_annotations(store: Store, project_name: str, client: Any, ls_project: i
             boxes, problems = human_boxes_of(annotation, labeling, str(image_value))
             report.skipped.extend((task.get("id"), p) for p in problems)
             weak = weak_label_of(task, labeling)
-            resolved = resolve_weak_label(weak, labeling, project.categories) if weak else None
+            resolved = resolve_weak_label(weak, labeling, categories) if weak else None
             try:
-                stored = project.record_human_boxes(str(annotation.get("id")), boxes, str(image_value),
-                                                    resolved[0] if isinstance(resolved, tuple) else None,
-                                                    fetcher, task.get("id"))
+                stored = store_annotation(store, project_name, annotation.get("id"), boxes, str(image_value),
+                                          resolved[0] if isinstance(resolved, tuple) else None, fetcher,
+                                          task.get("id"))
             except GenprompError as exc:
                 report.skipped.append((task.get("id"), str(exc)))
                 continue

@@ -1,0 +1,177 @@
+"""The annotate loop: claim a batch → decode → localize → store, resumable and safe in several processes.
+
+It claims batches of images atomically (see `store.queries.claim_images`), commits boxes per batch, and
+only takes images not yet annotated with the current model version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from genpromp_annotate.errors import GenprompError, ImageError
+from genpromp_annotate.log import get_logger
+from genpromp_annotate.project.localizer import ProjectLocalizer
+from genpromp_annotate.sources import display_uri, open_uri
+from genpromp_annotate.store import queries as q
+from genpromp_annotate.store.database import Store
+from genpromp_annotate.store.models import Image, utc_now
+
+logger = get_logger(__name__)
+
+DECODE_THREADS = 8  # images of an annotate batch decoded at once
+
+
+@dataclass
+class BatchReport:
+    """What one committed batch did (for progress displays)."""
+
+    images: int
+    boxes: int
+    errors: list[tuple[str, str]]
+    seconds: float
+
+
+@dataclass
+class AnnotateSummary:
+    model_version: str
+    images: int = 0
+    boxes: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    stopped: bool = False  # True when should_stop() ended the loop early
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def pending_count(store: Store, project_name: str, model_version: str, force_since: Any = None) -> int:
+    with store.read() as session:
+        return q.count_pending(session, q.get_project(session, project_name), model_version, force_since)
+
+
+def _localize_batch(project_localizer: ProjectLocalizer, images: list[Image], batch_size: int,
+                    ) -> tuple[dict[int, list[tuple[int, Any]]], dict[int, str], dict[int, tuple[int, int]]]:
+    """Boxes per image id: ({image id: [(category id, Box)]}, {image id: error}, {image id: (w, h)})."""
+    from genpromp_annotate.engine.images import load_image
+
+    def decode(image: Image) -> Any:
+        """The upright RGB image, or the message saying why it cannot be used."""
+        name = display_uri(image.uri)
+        if not image.categories:
+            return f"{name}: no label"
+        try:
+            return load_image(open_uri(image.uri), name=name)
+        except (ImageError, OSError) as exc:
+            return str(exc) if isinstance(exc, ImageError) else f"{name}: cannot read ({exc})"
+
+    boxes: dict[int, list[tuple[int, Any]]] = {}
+    errors: dict[int, str] = {}
+    sizes: dict[int, tuple[int, int]] = {}
+    pils, labels, owners = [], [], []
+    # decoding (and downloading) on threads: PIL and sockets release the GIL
+    with ThreadPoolExecutor(max(1, min(DECODE_THREADS, len(images))), thread_name_prefix="image-decode") as pool:
+        decoded = list(pool.map(decode, images))
+    for image, pil in zip(images, decoded):
+        if isinstance(pil, str):
+            errors[image.id] = pil
+            continue
+        sizes[image.id] = pil.size
+        boxes[image.id] = []
+        for category in image.categories:
+            pils.append(pil)
+            labels.append(category.name)
+            owners.append((image.id, category.id))
+    if not pils:
+        return boxes, errors, sizes
+    localizer = project_localizer.localizer
+    try:
+        results = localizer.localize(pils, labels, batch_size=batch_size)
+    except GenprompError:  # find the entry at fault, keep the others
+        results = []
+        for pil, label, (image_id, _) in zip(pils, labels, owners):
+            try:
+                results.extend(localizer.localize([pil], [label], batch_size=1))
+            except GenprompError as exc:
+                errors[image_id] = str(exc)
+                results.append(None)
+    for result, (image_id, category_id) in zip(results, owners):
+        if result is not None and image_id not in errors:
+            boxes[image_id].extend((category_id, box) for box in result.boxes)
+    for image_id in errors:
+        boxes.pop(image_id, None)
+    return boxes, errors, sizes
+
+
+def annotate_project(store: Store, project_name: str, project_localizer: ProjectLocalizer, *, batch_size: int = 8,
+                     limit: int | None = None, force: bool = False, worker: str | None = None,
+                     lease_s: float = q.DEFAULT_LEASE_S, on_batch: Callable[[BatchReport], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> AnnotateSummary:
+    """Annotate the project's images that lack a prediction of the current model version.
+
+    Each batch is claimed in one short write transaction, localized without holding any lock, and its
+    boxes committed in another; a killed process loses at most its current batch, whose claim is freed
+    by the next run (same host: the process is gone) or when its lease ends.
+
+    Args:
+        limit: stop after this many images (this process).
+        force: annotate every image again (and retry images in error), once, resumably.
+        should_stop: checked between batches (Ctrl-C handling in the CLI).
+    """
+    version = project_localizer.model_version
+    worker = worker or q.worker_id()
+    force_since = utc_now() if force else None
+    summary = AnnotateSummary(model_version=version)
+    started = time.perf_counter()
+    try:
+        while limit is None or summary.images < limit:
+            if should_stop and should_stop():
+                summary.stopped = True
+                break
+            want = batch_size if limit is None else min(batch_size, limit - summary.images)
+            with store.write() as session:
+                project = q.get_project(session, project_name)
+                q.release_dead_claims(session, project)
+                claimed = q.claim_images(session, project, version, worker, want, lease_s, force_since)
+            if not claimed:
+                break
+            batch_started = time.perf_counter()
+            boxes, errors, sizes = _localize_batch(project_localizer, claimed, batch_size)
+            n_boxes = 0
+            with store.write() as session:
+                categories = {c.id: c for c in q.list_categories(session, q.get_project(session, project_name))}
+                for image in claimed:
+                    row = session.get(Image, image.id)
+                    if row is None or row.claimed_by != worker:
+                        continue  # deleted, or our lease ended and another worker took it
+                    if image.id in errors:
+                        q.set_image_error(row, errors[image.id])
+                    else:
+                        pairs = [(categories[cid], box) for cid, box in boxes.get(image.id, [])]
+                        q.add_predictions(session, row, version, pairs, source="model")
+                        row.status, row.error = "done", None
+                        row.width, row.height = sizes[image.id]
+                        n_boxes += len(pairs)
+                    row.claimed_by, row.claimed_until = None, utc_now()
+            report = BatchReport(images=len(claimed), boxes=n_boxes,
+                                 errors=[(display_uri(i.uri), errors[i.id]) for i in claimed if i.id in errors],
+                                 seconds=time.perf_counter() - batch_started)
+            summary.images += report.images
+            summary.boxes += report.boxes
+            summary.errors.extend(report.errors)
+            if on_batch:
+                on_batch(report)
+    finally:
+        try:
+            with store.write() as session:
+                q.release_claims(session, worker)
+        except Exception:  # best effort on the way out; a stale claim expires or is freed by the next run
+            logger.warning("could not release the claims of %s", worker, exc_info=True)
+        summary.seconds = time.perf_counter() - started
+    logger.info("annotated %d images (%d boxes, %d errors) with %s in %.1fs", summary.images, summary.boxes,
+                len(summary.errors), version, summary.seconds)
+    return summary
