@@ -8,8 +8,9 @@ with controls and the paper's ablation in miniature, all in one run.
 Rows: the toy preset; controls (a wrong class word, a centre box of the mean GT size, the same
 architecture with random weights); f_d only / f_r only / ω = 0.6 (needs learned base-class tokens,
 `--tokens`, e.g. from `bench/toy_train_project.py`); timesteps {0}, {99}, {0, 99}; resolutions 8, 16,
-8+16; noise off; the paper's τ = 0.25. On two-object images, how often each word's box lands on its own
-object and how often on the other one.
+8+16; noise off; the paper's τ = 0.25; with a preset that refines its maps (self-attention
+propagation, beyond the paper), the paper's unrefined map and the refinement's variants. On two-object
+images, how often each word's box lands on its own object and how often on the other one.
 """
 
 from __future__ import annotations
@@ -193,6 +194,13 @@ def main() -> None:
         rows.append(score_row(f"resolutions {'+'.join(map(str, resolutions))}",
                               localizer(toy.replace(resolutions=resolutions)), val, test, toy.threshold))
     rows.append(score_row("noise off", localizer(toy.replace(add_noise=False)), val, test, toy.threshold))
+    if toy.propagation_side:  # the map refinement of the preset (beyond the paper), taken apart
+        rows.append(score_row("the paper's map (no self-attention propagation)",
+                              localizer(toy.replace(propagation_side=0)), val, test, toy.threshold))
+        rows.append(score_row("propagation A·m, not sharpened", localizer(toy.replace(propagation_product=False)),
+                              val, test, toy.threshold))
+        rows.append(score_row("propagation, 2 steps", localizer(toy.replace(propagation_steps=2)), val, test,
+                              toy.threshold))
     paper = LocalizeConfig(image_size=toy.image_size, preset="paper-at-64px")
     rows.append(score_row("paper settings (τ 0.25, r 8+16)", localizer(paper), val, test, paper.threshold))
     two = two_object_rows(localizer(toy), test, toy.threshold)

@@ -14,12 +14,16 @@ How the world makes the *word* necessary (and its attention positive on the obje
 - two-object captions ("a photo of a circle and a square") make each word's column pick its object;
 - from `--absent-word-from` on, a quarter of the captions also name a class the scene does not hold,
   so no pixel, background included, gains from attending to a word whose object is absent;
+- with `--generic-word-p`, objects left unnamed are also called "shape", the toy's meta word, so a
+  novel class has a word that already means "an object" to start its concept token from (method §2);
 - half the time the text encoder's outputs after the last named word (EOS and padding, which under
   causal attention repeat what the caption said) are replaced by those of the empty caption, so the
   class information must be read from the word's own column.
 
 Every `--eval-every` steps the EMA weights are scored on a val split (GT-known Loc over a τ grid, and
-the same with a wrong class word); the best checkpoint by GT-known minus wrong-word is kept apart.
+the same with a wrong class word, for the toy preset's refined map and the raw 8/16 maps; and the meta
+word "shape" on novel-class images); the best checkpoint by the preset's GT-known minus wrong-word (plus
+half the meta word's novel GT-known) is kept apart.
 """
 
 from __future__ import annotations
@@ -76,29 +80,38 @@ def training_scene(rng: random.Random):
     return sample_scene(rng, rng.sample(ALL_CLASSES, n))
 
 
-def caption_for(rng: random.Random, classes: list[str], absent_p: float = 0.0) -> tuple[str, int]:
+GENERIC_WORD = "shape"  # the toy's meta word: any object the caption does not name by its class
+
+
+def _caption(rng: random.Random, words: list[str]) -> str:
+    return rng.choice(TEMPLATES).format(" and a ".join(words))
+
+
+def caption_for(rng: random.Random, classes: list[str], absent_p: float = 0.0,
+                generic_p: float = 0.0) -> tuple[str, int]:
     """A caption naming some base-class objects of the scene; returns it and how many words it names.
 
     With probability `absent_p` one named word is a base class the scene does not hold: nothing may be
     drawn for it, so no pixel, background included, gains from attending to a word whose object is not
-    there (this sharpens the maps' polarity: the object bright, the background dark).
+    there (this sharpens the maps' polarity: the object bright, the background dark). With probability
+    `generic_p`, objects left unnamed (the novel class always among them) are also called "shape": a
+    meta word that means "an object", as SD's "bird" does for every CUB species (method §2).
     """
     named_pool = [c for c in classes if c in BASE_CLASSES]
     absent = [c for c in BASE_CLASSES if c not in classes]
     if absent and rng.random() < absent_p:
         named = rng.sample(named_pool, 1) if named_pool and rng.random() < 0.7 else []
         named.append(rng.choice(absent))
-        rng.shuffle(named)
-        template = rng.choice(TEMPLATES)
-        text = template.format(named[0]) if len(named) == 1 else template.format(f"{named[0]} and a {named[1]}")
-        return text, len(named)
-    if not named_pool or rng.random() < 0.10:
+    elif not named_pool or rng.random() < 0.10:
+        named = []
+    else:
+        named = rng.sample(named_pool, 2 if len(named_pool) >= 2 and rng.random() < 0.45 else 1)
+    if any(c not in named for c in classes) and rng.random() < generic_p:
+        named.append(GENERIC_WORD)
+    if not named:
         return "", 0
-    k = 2 if len(named_pool) >= 2 and rng.random() < 0.45 else 1
-    named = rng.sample(named_pool, k)
-    template = rng.choice(TEMPLATES)
-    text = template.format(named[0]) if k == 1 else template.format(f"{named[0]} and a {named[1]}")
-    return text, k
+    rng.shuffle(named)
+    return _caption(rng, named), len(named)
 
 
 # ---- phase 1: VAE ----------------------------------------------------------------------------
@@ -197,8 +210,10 @@ def ema_update(ema_module, module, decay: float) -> None:
 
 
 def evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, scaling_factor: float,
-                 timesteps: tuple[int, ...] = (0, 99)) -> dict:
-    """GT-known Loc over the τ grid for (8,16), (16,) and (8,) maps, with the right and a wrong class word."""
+                 timesteps: tuple[int, ...] = (0, 99), novel_items=()) -> dict:
+    """GT-known Loc over the τ grid for (8,16), (16,) and (8,) maps and for the toy preset's refined map
+    ("preset": 8+16 with self-attention propagation), with the right and a wrong class word; and how
+    often the meta word "shape" boxes the novel class's object (`novel_items`)."""
     from genpromp_annotate.engine.loading import StableDiffusion
     from genpromp_annotate.engine.localizer import Localizer
     from genpromp_annotate.presets import LocalizeConfig
@@ -207,26 +222,36 @@ def evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, scaling_factor
     parts["vae"].register_to_config(scaling_factor=scaling_factor)
     model = StableDiffusion(tokenizer, ema_text, parts["vae"], ema_unet, parts["scheduler"],
                             torch.device("cpu"), torch.float32)
+
+    def maps_of(loc, images, words):
+        return np.concatenate([loc.compute_maps(images[i:i + 50], words[i:i + 50]).numpy()
+                               for i in range(0, len(images), 50)])
+
     rendered = [render_with_gt(item) for item in val_items]
-    images = [image for image, _ in rendered]
-    gts = [gt for _, gt in rendered]
+    images, gts = [image for image, _ in rendered], [gt for _, gt in rendered]
     labels = [item.label for item in val_items]
     wrong = [wrong_word(label) for label in labels]
     result = {}
-    for resolutions in ((8, 16), (16,), (8,)):
-        loc = Localizer(model, LocalizeConfig(image_size=64, resolutions=resolutions, timesteps=timesteps,
-                                                 preset="toy-val"))
-        key = "r" + "+".join(map(str, resolutions))
-        right = box_ious_over_taus(np.concatenate([loc.compute_maps(images[i:i + 50], labels[i:i + 50]).numpy()
-                                                   for i in range(0, len(images), 50)]), gts)
-        bad = box_ious_over_taus(np.concatenate([loc.compute_maps(images[i:i + 50], wrong[i:i + 50]).numpy()
-                                                 for i in range(0, len(images), 50)]), gts)
+    configs = {"r" + "+".join(map(str, r)): LocalizeConfig(image_size=64, resolutions=r, timesteps=timesteps,
+                                                          preset="toy-val") for r in ((8, 16), (16,), (8,))}
+    configs["preset"] = configs["r8+16"].replace(propagation_side=16, propagation_product=True)
+    for key, config in configs.items():
+        loc = Localizer(model, config)
+        right = box_ious_over_taus(maps_of(loc, images, labels), gts)
+        bad = box_ious_over_taus(maps_of(loc, images, wrong), gts)
         acc, acc_wrong = (right >= 0.5).mean(axis=0), (bad >= 0.5).mean(axis=0)
         best = int(np.argmax(acc))
         result[key] = {"best_tau": TAU_GRID[best], "gt_known": round(float(acc[best]), 4),
                        "wrong_word": round(float(acc_wrong[best]), 4), "mean_iou": round(float(right[:, best].mean()), 4),
                        "gt_known_by_tau": [round(float(a), 3) for a in acc]}
-    result["score"] = max(v["gt_known"] - v["wrong_word"] for k, v in result.items() if k.startswith("r"))
+    score = result["preset"]["gt_known"] - result["preset"]["wrong_word"]
+    if novel_items:
+        rendered = [render_with_gt(item) for item in novel_items]
+        ious = box_ious_over_taus(maps_of(Localizer(model, configs["preset"]), [im for im, _ in rendered],
+                                          [GENERIC_WORD] * len(rendered)), [gt for _, gt in rendered])
+        result["meta_word_on_novel"] = round(float((ious >= 0.5).mean(axis=0).max()), 4)
+        score += 0.5 * result["meta_word_on_novel"]
+    result["score"] = round(score, 4)  # preset GT-known − wrong word (+ half the meta word's novel GT-known)
     return result
 
 
@@ -254,6 +279,7 @@ def train_unet(parts, state, args, out: Path, should_stop) -> None:
     means, stds, pool_classes = build_pool(vae, args.pool, args.seed)
     print(f"pool of {len(pool_classes)} scenes encoded in {time.time() - t0:.0f}s", flush=True)
     val_items = [it for it in split_images("val", args.eval_images * 6 // 5, seed=args.seed) if it.label in BASE_CLASSES]
+    novel_items = split_images("val", args.eval_images // 3, seed=args.seed, novel=True) if args.generic_word_p else []
     encoder = CaptionEncoder(tokenizer, text)
     alphas = scheduler.alphas_cumprod
 
@@ -263,7 +289,7 @@ def train_unet(parts, state, args, out: Path, should_stop) -> None:
         atomic_torch_save(state, out / "ckpt.pt")
 
     def validate() -> None:
-        val = evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, sf, tuple(args.eval_timesteps))
+        val = evaluate_val(parts, ema_unet, ema_text, tokenizer, val_items, sf, tuple(args.eval_timesteps), novel_items)
         record = {"phase": "val", "step": step, **val}
         log_line(out, record)
         print(json.dumps(record), flush=True)
@@ -284,7 +310,7 @@ def train_unet(parts, state, args, out: Path, should_stop) -> None:
         gen = torch.Generator().manual_seed(args.seed * 7919 + step)
         index = torch.randint(0, len(pool_classes), (args.batch,), generator=gen)
         absent_p = args.absent_word_p if step >= args.absent_word_from else 0.0
-        captions = [caption_for(rng, pool_classes[i], absent_p)[0] for i in index.tolist()]
+        captions = [caption_for(rng, pool_classes[i], absent_p, args.generic_word_p)[0] for i in index.tolist()]
         null_mask = torch.rand(args.batch, generator=gen) < args.null_pad_p
         latents = (means[index].float() + stds[index].float() * torch.randn(means[index].shape, generator=gen)) * sf
         noise = torch.randn(latents.shape, generator=gen)
@@ -373,6 +399,8 @@ def main() -> None:
                         help="share of captions that also name a base class the scene does not hold")
     parser.add_argument("--absent-word-from", type=int, default=0,
                         help="UNet step from which --absent-word-p applies (the shipped run added it at step 2401)")
+    parser.add_argument("--generic-word-p", type=float, default=0.3,
+                        help="share of captions that also call the scene's unnamed objects 'shape' (the meta word)")
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-images", type=int, default=150)

@@ -283,3 +283,23 @@ def test_a_finetuned_unet_never_replaces_the_shared_models_unet(db, tiny_model_d
         assert torch.allclose(maps(name, model=shared), alone[name], atol=1e-6), name
     assert shared.unet is original_unet
     assert not torch.allclose(alone["plain"], alone["tuned"], atol=1e-3)  # the two UNets do differ
+
+
+def test_a_given_meta_word_is_stored_used_and_part_of_the_version(db, tiny_model, tiny_model_dir):
+    from genpromp_annotate.errors import ConfigError
+    from genpromp_annotate.project import current_model_version
+
+    with db.write() as s:
+        q.create_project(s, "m", str(tiny_model_dir), project_settings(SETTINGS))
+        q.create_project(s, "plain", str(tiny_model_dir), project_settings(SETTINGS))
+    (fish,) = add_labels(db, "m", ["goldfish, Carassius auratus"], tiny_model.tokenizer, meta_word="cat")
+    add_labels(db, "plain", ["goldfish, Carassius auratus"], tiny_model.tokenizer)
+    cat_id = tiny_model.tokenizer("cat", add_special_tokens=False).input_ids[0]
+    assert (fish.meta_token, fish.meta_token_id, fish.meta_forced) == ("cat", cat_id, True)
+    forced = build_localizer(db, "m", model=tiny_model)
+    plain = build_localizer(db, "plain", model=tiny_model)
+    assert forced.localizer.category("goldfish, Carassius auratus").meta_token_id == cat_id
+    assert plain.localizer.category("goldfish, Carassius auratus").meta_word == "goldfish"
+    assert forced.model_version == current_model_version(db, "m") != plain.model_version
+    with pytest.raises(ConfigError, match="encodes to"):
+        add_labels(db, "m", ["heron"], tiny_model.tokenizer, meta_word="Carassius auratus")

@@ -34,10 +34,14 @@ def read_label_file(path: Path) -> list[str]:
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A text file with one label per line.")
 @click.option("--label", "label_names", multiple=True, help="A label (repeat the option for several).")
+@click.option("--meta-word", default=None,
+              help="Give every label this meta token (f_d, and the start of its learned token) instead of the "
+                   "method's rule (the last word of each synonym): `bird` for CUB species, as the paper does; "
+                   "`shape` for the toy world's novel class. One word of the model's vocabulary.")
 @engine_options
 @click.pass_context
 def init_command(ctx: click.Context, project: str, model_source: str, labels_file: Path | None,
-                 label_names: tuple[str, ...], **kwargs) -> None:
+                 label_names: tuple[str, ...], meta_word: str | None, **kwargs) -> None:
     """Create PROJECT with its base model, inference settings and labels.
 
     The settings (preset, --threshold, --omega, ...) are stored with the project: every box of the
@@ -48,13 +52,15 @@ def init_command(ctx: click.Context, project: str, model_source: str, labels_fil
     Example:
       genpromp-annotate make-tiny-model /tmp/m
       genpromp-annotate init birds --model /tmp/m --label sparrow --label "goldfish, Carassius auratus"
-      genpromp-annotate init cub --model sd15/ --labels classes.txt --preset cub-paper
+      genpromp-annotate init cub --model sd15/ --labels classes.txt --preset cub-paper --meta-word bird
     """
     from genpromp_annotate.project import add_labels, load_tokenizer, project_settings
     from genpromp_annotate.store import queries as q
 
     config = config_from_options(**pop_engine_options(kwargs))
     labels = list(label_names) + (read_label_file(labels_file) if labels_file else [])
+    if meta_word and not labels:
+        raise ConfigError("--meta-word applies to the labels given with --label / --labels; there are none")
     if len(set(labels)) != len(labels):
         duplicate = next(label for label in labels if labels.count(label) > 1)
         raise ConfigError(f"label {duplicate!r} is given twice")
@@ -65,7 +71,7 @@ def init_command(ctx: click.Context, project: str, model_source: str, labels_fil
     with store.write() as session:
         q.create_project(session, project, base_model, project_settings(config))
     if labels:
-        add_labels(store, project, labels, tokenizer)
+        add_labels(store, project, labels, tokenizer, meta_word)
     click.echo(f"project {project!r} created in {store.display_url}")
     click.echo(f"  model:    {base_model}")
     click.echo(f"  settings: {config.box_settings_key}")
@@ -79,8 +85,13 @@ def init_command(ctx: click.Context, project: str, model_source: str, labels_fil
 @click.argument("project")
 @click.argument("action", required=False, type=click.Choice(["add"]))
 @click.argument("names", nargs=-1)
+@click.option("--meta-word", default=None,
+              help="Give every label this meta token (f_d, and the start of its learned token) instead of the "
+                   "method's rule (the last word of each synonym): `bird` for CUB species, as the paper does; "
+                   "`shape` for the toy world's novel class. One word of the model's vocabulary.")
 @click.pass_context
-def labels_command(ctx: click.Context, project: str, action: str | None, names: tuple[str, ...]) -> None:
+def labels_command(ctx: click.Context, project: str, action: str | None, names: tuple[str, ...],
+                   meta_word: str | None) -> None:
     """List the labels of PROJECT, or `add` new ones.
 
     The list shows each label's meta token, concept token, training state and image count.
@@ -89,6 +100,7 @@ def labels_command(ctx: click.Context, project: str, action: str | None, names: 
     Example:
       genpromp-annotate labels birds
       genpromp-annotate labels birds add heron "electric ray, crampfish, numbfish, torpedo"
+      genpromp-annotate labels cub add "Vermilion Flycatcher" --meta-word bird
     """
     from sqlalchemy import func, select
 
@@ -102,7 +114,7 @@ def labels_command(ctx: click.Context, project: str, action: str | None, names: 
             raise ConfigError("`labels PROJECT add` needs at least one NAME")
         with store.read() as session:
             base_model = q.get_project(session, project).base_model
-        added = add_labels(store, project, list(names), load_tokenizer(base_model))
+        added = add_labels(store, project, list(names), load_tokenizer(base_model), meta_word)
         for category in added:
             click.echo(f"added {category.name!r} (meta token {category.meta_token!r}, concept token "
                        f"{category.concept_token})")

@@ -5,15 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from genpromp_annotate.engine.tokens import concept_token_name, meta_token_for
-from genpromp_annotate.errors import UnknownLabelError
+from genpromp_annotate.engine.tokens import MetaToken, concept_token_name, meta_token_for
+from genpromp_annotate.errors import ConfigError, UnknownLabelError
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.database import Store
 from genpromp_annotate.store.models import Category
 
 
-def add_labels(store: Store, project_name: str, names: Sequence[str], tokenizer: Any) -> list[Category]:
-    """Add categories with their meta token (method §2, computed with `tokenizer`) and concept token name."""
+def add_labels(store: Store, project_name: str, names: Sequence[str], tokenizer: Any,
+               meta_word: str | None = None) -> list[Category]:
+    """Add categories with their meta token and concept token name.
+
+    The meta token is found by the method §2 rule with `tokenizer`, or is `meta_word` for every label
+    (one vocabulary token, e.g. `bird` for CUB's species, as the paper does).
+    """
+    forced = None
+    if meta_word is not None:
+        ids = tokenizer(meta_word, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ConfigError(f"--meta-word {meta_word!r} encodes to {len(ids)} tokens; choose one word of the "
+                              "model's vocabulary")
+        forced = MetaToken(word=meta_word, token_id=int(ids[0]), whole_word=True)
     added = []
     with store.write() as session:
         project = q.get_project(session, project_name)
@@ -22,14 +34,15 @@ def add_labels(store: Store, project_name: str, names: Sequence[str], tokenizer:
             name = name.strip()
             if not name:
                 raise UnknownLabelError("a label must not be empty")
-            meta = meta_token_for(name, tokenizer)
+            meta = forced or meta_token_for(name, tokenizer)
             token = concept_token_name(name)
             suffix = 2
             while token in taken:  # "cat, x" and "cat, y" would both be <cat>
                 token = concept_token_name(name).removesuffix(">") + f"-{suffix}>"
                 suffix += 1
             taken.add(token)
-            added.append(q.add_category(session, project, name, meta.word, token, meta.token_id))
+            added.append(q.add_category(session, project, name, meta.word, token, meta.token_id,
+                                        meta_forced=forced is not None))
     return added
 
 

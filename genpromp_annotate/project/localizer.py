@@ -41,8 +41,9 @@ def build_localizer(store: Store, project_name: str, device: str | None = None, 
 
     snapshot = read_snapshot(store, project_name)
     with store.read() as session:
-        trained = [(c.name, c.concept_token, q.category_embedding(c))
-                   for c in q.list_categories(session, q.get_project(session, project_name))]
+        categories = q.list_categories(session, q.get_project(session, project_name))
+        trained = [(c.name, c.concept_token, q.category_embedding(c)) for c in categories]
+        forced = {c.name: c.meta_token for c in categories if c.meta_forced}
     config = config or snapshot.config
     if model is None:
         model = load_stable_diffusion(snapshot.base_model, device=device, dtype=dtype)
@@ -52,6 +53,8 @@ def build_localizer(store: Store, project_name: str, device: str | None = None, 
         model = dataclasses.replace(model, unet=load_finetuned_unet(model, snapshot.unet_path))
         unet_id = snapshot.unet_digest or weights_digest(model.unet)
     localizer = Localizer(model, config)
+    for name, word in forced.items():
+        localizer.set_meta_word(name, word)
     for name, token, embedding in trained:
         if embedding is not None:
             localizer.set_concept_token(name, embedding.float(), versioned_token(token, embedding.float()))

@@ -30,9 +30,10 @@ def read_snapshot(store: Store, project_name: str) -> ProjectSnapshot:
         categories = q.list_categories(session, project)
         digests = {c.name: embedding_digest(embedding.float()) for c in categories
                    if (embedding := q.category_embedding(c)) is not None}
+        forced = {c.name: c.meta_token for c in categories if c.meta_forced}
         return ProjectSnapshot(project.base_model, config_for_project(project), project.unet_path,
                                project.unet_digest if project.unet_path else None,
-                               concept_tokens_digest(digests), tuple(c.name for c in categories))
+                               concept_tokens_digest(digests, forced), tuple(c.name for c in categories))
 
 
 def model_version(snapshot: ProjectSnapshot, config: LocalizeConfig | None = None, min_score: float = 0.0,

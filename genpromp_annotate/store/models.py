@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -97,6 +99,8 @@ class Category(Base):
     name: Mapped[str] = mapped_column(String(500))  # e.g. "goldfish, Carassius auratus"
     meta_token: Mapped[str] = mapped_column(String(100))  # method §2, computed with the base model's tokenizer
     meta_token_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # True when the meta word was given (e.g. `bird` for every CUB class), not found by the method §2 rule
+    meta_forced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     concept_token: Mapped[str] = mapped_column(String(200))  # e.g. "<goldfish>"
     # The learned input embedding of the concept token: raw bytes + dtype name + shape (e.g. [768]).
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)

@@ -94,11 +94,12 @@ def list_categories(session: Session, project: Project) -> list[Category]:
 
 
 def add_category(session: Session, project: Project, name: str, meta_token: str, concept_token: str,
-                 meta_token_id: int | None = None) -> Category:
+                 meta_token_id: int | None = None, meta_forced: bool = False) -> Category:
     """A new category (its meta token computed by the caller with the model's tokenizer)."""
     if find_category(session, project, name) is not None:
         raise StoreError(f"label {name!r} already exists in project {project.name!r}")
     category = Category(project_id=project.id, name=name, meta_token=meta_token, meta_token_id=meta_token_id,
+                        meta_forced=meta_forced,
                         concept_token=concept_token, training_state="untrained")
     session.add(category)
     session.flush()
