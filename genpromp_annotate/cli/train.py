@@ -47,6 +47,10 @@ class _Progress:
 
 @click.command("train-project")
 @click.argument("project")
+@click.option("--preset", "recipe_name", type=click.Choice(["cub-paper", "imagenet-paper"]), default=None,
+              help="The paper's training recipe for that dataset (batch, accumulation, LR scaling, steps of both "
+                   "stages); other options override its values. Default: the project's preset when it names one, "
+                   "else stage 1 as the paper and a small stage 2 (batch 4, no accumulation).")
 @click.option("--retrain", is_flag=True, help="Train every label, also those that already have a token.")
 @click.option("--resume", is_flag=True,
               help="Continue the last unfinished run (after a crash or kill) with that run's settings: "
@@ -81,7 +85,8 @@ class _Progress:
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
               help="Weights of the frozen model. Default: bfloat16/float16 on CUDA, float32 on CPU.")
 @click.pass_context
-def train_project_command(ctx: click.Context, project: str, retrain: bool, resume: bool, epochs: int | None,
+def train_project_command(ctx: click.Context, project: str, recipe_name: str | None, retrain: bool, resume: bool,
+                          epochs: int | None,
                           max_steps: int | None, learning_rate: float | None, no_scale_lr: bool,
                           batch_size: int | None, grad_accum: int | None, categories_per_step: int | None,
                           resolution: int | None, seed: int | None, gradient_checkpointing: bool,
@@ -105,25 +110,27 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
       genpromp-annotate train-project birds --steps 20 --resolution 256 --export-tokens tokens/
       genpromp-annotate train-project birds --resume
       genpromp-annotate train-project birds --finetune-unet --unet-steps 250
+      genpromp-annotate train-project imagenet --preset imagenet-paper --finetune-unet
       accelerate launch --multi_gpu --num_processes 2 -m genpromp_annotate train-project birds
     """
     from genpromp_annotate.cli.project import open_project_store
-    from genpromp_annotate.training.concept_tokens import ConceptTrainingConfig
     from genpromp_annotate.training.distributed import process_context
+    from genpromp_annotate.training.recipes import describe, recipe
     from genpromp_annotate.training.runs import TrainEvent, TrainOptions, train_project, unfinished_runs
-    from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig
 
     context = process_context(device)
     store = open_project_store(ctx)
+    stored = _project_config(store, project)
     if resolution is None:  # train at the size the project's boxes are made at (64 for the toy preset)
-        resolution = _project_image_size(store, project)
-    concept = ConceptTrainingConfig().replace(
+        resolution = stored.image_size
+    chosen = recipe(recipe_name or stored.preset)
+    concept = chosen.concept.replace(
         epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
         grad_accum=grad_accum, categories_per_step=categories_per_step, resolution=resolution, seed=seed,
         scale_lr=False if no_scale_lr else None, gradient_checkpointing=True if gradient_checkpointing else None)
     unet = None
     if finetune_unet:
-        unet = UnetFinetuneConfig().replace(max_steps=unet_steps, learning_rate=unet_lr, batch_size=unet_batch_size,
+        unet = chosen.unet.replace(max_steps=unet_steps, learning_rate=unet_lr, batch_size=unet_batch_size,
                                             resolution=resolution, seed=seed,
                                             gradient_checkpointing=True if gradient_checkpointing else None)
     options = TrainOptions(concept=concept, unet=unet, retrain=retrain, resume=resume,
@@ -131,6 +138,11 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
                            export_dir=export_tokens, device=device, dtype=dtype)
     progress = _Progress(enabled=context.is_main)
     say = click.echo if context.is_main else (lambda *a, **k: None)
+    if not resume:  # a resumed run keeps its stored settings
+        say(f"recipe: {chosen.name}" + (" (the paper's results for it use the original UNet)"
+                                        if recipe_name and not chosen.uses_finetuned_unet else ""), err=True)
+        for line in describe(concept, unet, context.world_size):
+            say("  " + line, err=True)
     world = f" on {context.world_size} processes" if context.world_size > 1 else ""
     if not resume and context.is_main:
         for run_id, kind in unfinished_runs(store, project):
@@ -179,12 +191,12 @@ def train_project_command(ctx: click.Context, project: str, retrain: bool, resum
     say(f"next: genpromp-annotate status {project}   |   genpromp-annotate annotate {project}")
 
 
-def _project_image_size(store, project: str) -> int:
+def _project_config(store, project: str):  # -> LocalizeConfig
     from genpromp_annotate.store import queries as q
     from genpromp_annotate.store.settings import config_for_project
 
     with store.read() as session:
-        return config_for_project(q.get_project(session, project)).image_size
+        return config_for_project(q.get_project(session, project))
 
 
 def register(group: click.Group) -> None:

@@ -43,7 +43,8 @@ class UnetFinetuneConfig:
     max_steps: int = 250
     batch_size: int = 4  # samples per process per forward
     grad_accum: int = 1
-    learning_rate: float = 5e-6  # not scaled: the paper states it for its effective batch
+    learning_rate: float = 5e-6  # as given unless `scale_lr` (the paper's CUB run does not scale)
+    scale_lr: bool = False  # × batch_size × grad_accum × processes (the paper's ImageNet run)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     weight_decay: float = 1e-2
@@ -63,6 +64,9 @@ class UnetFinetuneConfig:
             raise ConfigError(f"representative_weight must lie in [0, 1], got {self.representative_weight}")
         if self.augment.resolution != self.resolution:
             object.__setattr__(self, "augment", dataclasses.replace(self.augment, resolution=self.resolution))
+
+    def effective_lr(self, world_size: int = 1) -> float:
+        return self.learning_rate * (self.batch_size * self.grad_accum * world_size if self.scale_lr else 1)
 
     def replace(self, **changes: Any) -> UnetFinetuneConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -136,7 +140,8 @@ class UnetFinetuner:
         unet.requires_grad_(True)
         unet.train()
         c = self.config
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=c.effective_lr(self.world_size),
+                                      betas=(c.adam_beta1, c.adam_beta2),
                                       weight_decay=c.weight_decay, eps=c.adam_epsilon, foreach=True)
         self.unet, self.optimizer = self.accelerator.prepare(unet, optimizer)
         self.forwards = 0
