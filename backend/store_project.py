@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from genpromp_annotate import project as gp
-from genpromp_annotate.engine.images import load_image
 from genpromp_annotate.engine.localizer import Localizer
-from genpromp_annotate.errors import GenprompError
 from genpromp_annotate.labelstudio.label_config import ProjectSettings
 from genpromp_annotate.labelstudio.media import MediaFetcher, durable_uri
-from genpromp_annotate.labelstudio.tasks import StoredBox, annotation_external_id, store_annotation
+from genpromp_annotate.labelstudio.tasks import (
+    StoredBox,
+    annotation_external_id,
+    human_annotated_images,
+    store_annotation,
+)
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.store.database import Store, open_store
 from genpromp_annotate_backend.projects import SharedModel, shared_model
@@ -93,43 +94,18 @@ class StoreProject:
     def recalibrate(self, settings: ProjectSettings, fetcher: MediaFetcher | None = None) -> dict[str, Any]:
         """τ (and the `calibrate_omegas` ω) from the human boxes, with the project's own stored settings:
         a Label Studio config's overrides (`settings`) apply to /predict, never to what is stored."""
-        from genpromp_annotate.sources import open_uri, path_for_uri
-
-        fetcher = fetcher or MediaFetcher.from_env()
-        truth = gp.human_boxes_by_image(self.store, self.name)
-        if not truth:
-            return {"recalibrated": False, "reason": "no human boxes yet"}
-        images, labels, gts = [], [], []
-        for uri, category, boxes in truth:
-            try:
-                # a store uri that is a path was put there by `import` or copied here (trusted); anything
-                # else came from Label Studio and goes through the fetcher's rules
-                path = path_for_uri(uri)
-                local = path is not None and path.is_file()
-                images.append(load_image(open_uri(uri) if local else fetcher.local_path(uri), name=uri))
-            except (GenprompError, OSError) as exc:
-                logger.warning("re-calibration skips %s: %s", uri, exc)
-                continue
-            labels.append(category)
-            gts.append(np.asarray(boxes, dtype=np.float64))
-        if not images:
-            return {"recalibrated": False, "reason": "no human-annotated image could be read"}
+        loaded = human_annotated_images(self.store, self.name, fetcher or MediaFetcher.from_env())
+        if isinstance(loaded, str):
+            return {"recalibrated": False, "reason": loaded}
         localizer, _, shared = self.localizer(ProjectSettings())
-        return gp.recalibrate(self.store, self.name, localizer, images, labels, gts, self.calibrate_omegas,
-                              lock=shared.lock)
+        return gp.recalibrate(self.store, self.name, localizer, *loaded, self.calibrate_omegas, lock=shared.lock)
 
     def train_missing_tokens(self) -> dict[str, Any]:
         """Stage 1 for the categories without a concept token, on the shared model (predictions wait)."""
-        from genpromp_annotate.training.runs import TrainOptions, train_project
-
-        if not gp.categories_without_token(self.store, self.name):
-            return {"trained": [], "reason": "every category has a token"}
-        options = self.train_options or TrainOptions(device=self.device, dtype=self.dtype)
         shared = self.shared
         with shared.lock:
-            summary = train_project(self.store, self.name, options, model=shared.model)
-        return {"trained": list(summary.trained), "without_images": list(summary.skipped),
-                "seconds": round(summary.seconds, 2)}
+            return gp.train_missing_tokens(self.store, self.name, self.train_options, shared.model,
+                                           device=self.device, dtype=self.dtype)
 
     def improve(self, settings: ProjectSettings) -> dict[str, Any]:
         with self._improve_lock:

@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-3, help="stage 1 LR, unscaled (the toy's word vectors have std 1)")
     parser.add_argument("--unet-steps", type=int, default=100)
     parser.add_argument("--unet-lr", type=float, default=2e-5)
+    parser.add_argument("--meta-word", default=None,
+                        help="the novel label's meta word (f_d, and where its token starts), e.g. circle; default: "
+                             "the method's rule, i.e. the untrained word itself")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -100,12 +103,21 @@ def main() -> None:
 
     cli("toy-world", str(work / "novel-train"), "--split", "train", "--images", str(args.images), "--novel")
     cli("toy-world", str(work / "base-train"), "--split", "train", "--images", str(args.base_images * 6))
-    cli("--db", db, "init", "hearts", "--model", str(model), "--label", label, "--preset", "toy")
+    meta = ["--meta-word", args.meta_word] if args.meta_word else []
+    cli("--db", db, "init", "hearts", "--model", str(model), "--label", label, "--preset", "toy", *meta)
     cli("--db", db, "import", "hearts", str(work / "novel-train" / "dataset" / "TOY"), "--format", "imagefolder")
     test = Split(split_images("test", args.test_images, seed=0, novel=True))
 
     print("before training (untrained word):", flush=True)
-    untrained = gt_known_rows(project_localizer(db, "hearts"), test, toy.threshold, label)["omega"]["0.0"]
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+    from genpromp_annotate.engine.localizer import Localizer
+
+    plain = Localizer(load_stable_diffusion(str(model), device="cpu", dtype="float32"), toy)
+    untrained = gt_known_rows(plain, test, toy.threshold, label)["omega"]["0.0"]
+    meta_word_row = None
+    if args.meta_word:
+        print(f"before training (meta word {args.meta_word!r}, f_d):", flush=True)
+        meta_word_row = gt_known_rows(project_localizer(db, "hearts"), test, toy.threshold, label)["omega"]["0.0"]
     started = time.perf_counter()
     train_common = ["--epochs", str(args.epochs), "--lr", str(args.lr), "--no-scale-lr"]
     cli("--db", db, "train-project", "hearts", *train_common, "--export-tokens", str(work / "tokens-hearts"))
@@ -133,6 +145,7 @@ def main() -> None:
         "environment": environment(torch.device("cpu"), torch.float32), "model": str(model), "preset": toy.as_dict(),
         "novel_class": label, "train_images": args.images, "test_images": len(test.items),
         "training": {"epochs": args.epochs, "lr": args.lr, "unet_steps": args.unet_steps, "unet_lr": args.unet_lr},
+        "meta_word": args.meta_word, "meta_word_before_training": meta_word_row,
         "untrained_word": untrained, "learned_token": stage1, "learned_token_and_unet": stage2,
         "gain_points_at_omega_0.6": round(stage1["omega"]["0.6"]["gt_known"] - untrained["gt_known"], 2),
         "gain_points_best_omega": round(best_stage1 - untrained["gt_known"], 2),

@@ -33,7 +33,9 @@ def _request(ctx: click.Context, opts: dict[str, Any]) -> BenchmarkRequest:
         timesteps=_int_tuple(engine["timesteps"], "timesteps"),
         resolutions=_int_tuple(engine["resolutions"], "resolutions"), seed=engine["seed"],
         add_noise=False if engine["no_noise"] else None, latent=engine["latent"],
-        multi_box=True if engine["multi_box"] else None, min_box_area=engine["min_box_area"])
+        multi_box=True if engine["multi_box"] else None, min_box_area=engine["min_box_area"],
+        propagation_side=engine["propagation_side"], propagation_product=True if engine["propagation_product"] else None,
+        flip_tta=True if engine["flip_tta"] else None)
 
 
 @click.command("benchmark")

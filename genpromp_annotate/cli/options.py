@@ -39,6 +39,13 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="One box per region above --min-box-area instead of the largest only."),
         click.option("--min-box-area", type=float, default=None,
                      help=f"Smallest region for --multi-box, as a fraction of the image [{defaults.min_box_area}]."),
+        click.option("--propagate", "propagation_side", type=click.IntRange(min=0), default=None,
+                     help="Beyond the paper: refine the map with the UNet's self-attention at this query side "
+                          "(e.g. 64 for SD at 512 px, 16 for the toy; 0 = off) [off]."),
+        click.option("--propagate-product", "propagation_product", is_flag=True, default=False,
+                     help="With --propagate: keep the propagated map times the map (the affinity sharpened)."),
+        click.option("--flip-tta", is_flag=True, default=False,
+                     help="Beyond the paper: average the maps of the image and its mirror (one more UNet pass)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -48,18 +55,22 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def config_from_options(preset_name: str = "paper", threshold: float | None = None, omega: float | None = None,
                         timesteps: str | None = None, resolutions: str | None = None, seed: int | None = None,
                         no_noise: bool = False, latent: str | None = None, multi_box: bool = False,
-                        min_box_area: float | None = None, base: LocalizeConfig | None = None) -> LocalizeConfig:
+                        min_box_area: float | None = None, propagation_side: int | None = None,
+                        propagation_product: bool = False, flip_tta: bool = False,
+                        base: LocalizeConfig | None = None) -> LocalizeConfig:
     """The LocalizeConfig that the engine options describe."""
     config = base or preset(preset_name)
     return config.replace(
         threshold=threshold, omega=omega, timesteps=_int_tuple(timesteps, "timesteps"),
         resolutions=_int_tuple(resolutions, "resolutions"), seed=seed, latent=latent,
         add_noise=False if no_noise else None, multi_box=True if multi_box else None, min_box_area=min_box_area,
+        propagation_side=propagation_side, propagation_product=True if propagation_product else None,
+        flip_tta=True if flip_tta else None,
     )
 
 
 ENGINE_OPTION_NAMES = ("preset_name", "threshold", "omega", "timesteps", "resolutions", "seed", "no_noise",
-                       "latent", "multi_box", "min_box_area")
+                       "latent", "multi_box", "min_box_area", "propagation_side", "propagation_product", "flip_tta")
 
 
 def pop_engine_options(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -199,13 +199,22 @@ class Localizer:
     @torch.inference_mode()
     def compute_maps(self, images: Sequence[Image.Image], labels: Sequence[str], early_exit: bool = True) -> torch.Tensor:
         """Steps 1–7 for one batch: `(B, S, S)` float32 maps in [0, 1] on the model's device."""
+        return upsample_and_normalise(self.latent_maps(images, labels, early_exit), self.config.image_size)
+
+    @torch.inference_mode()
+    def latent_maps(self, images: Sequence[Image.Image], labels: Sequence[str], early_exit: bool = True) -> torch.Tensor:
+        """Steps 1–6 (and the refinements that are on): `(B, L, L)` float32 maps at the latent side."""
         if len(images) != len(labels):
             raise ConfigError(f"{len(images)} images but {len(labels)} labels")
         prompts = [self.prompt_for(label) for label in labels]  # step 4 inputs, cached per label
         layers = self.selected_layers()
         n_steps = len(self.config.timesteps)
+        flip = self.config.flip_tta
+        if flip:  # the mirrored images ride in the same batch, with the same prompts
+            prompts = prompts + prompts
         with self._lock:
-            latents = self._latents(self._pixels(images))
+            pixels = self._pixels(images)
+            latents = self._latents(torch.cat([pixels, pixels.flip(-1)]) if flip else pixels)
             noisy, timesteps = self._noisy(latents)
             context = torch.stack([p.embedding for p in prompts]).to(self.model.device, self.model.dtype)
             positions = torch.tensor([p.token_position for p in prompts], device=self.model.device)
@@ -214,12 +223,17 @@ class Localizer:
                 self.model.unet, noisy, timesteps, context.repeat(n_steps, 1, 1), layers,
                 positions.repeat(n_steps), early_exit=early_exit, affinity_layers=affinity_layers,
             )
-            maps = combine_groups(group_maps(captured.columns, layers, n_steps, self.latent_side), self.latent_side)
+            weights = dict(zip(self.config.resolutions, self.config.resolution_weights)) or None
+            maps = combine_groups(group_maps(captured.columns, layers, n_steps, self.latent_side), self.latent_side,
+                                  weights)
             if affinity_layers:
                 maps = propagate_with_affinity(maps, [captured.affinities[layer.name] for layer in affinity_layers],
                                                n_steps, self.config.propagation_steps,
                                                self.config.propagation_product)
-        return upsample_and_normalise(maps, self.config.image_size)
+            if flip:
+                half = len(images)
+                maps = (maps[:half] + maps[half:].flip(-1)) / 2
+        return maps
 
     def boxes_for_map(self, map_s: np.ndarray, width: int, height: int) -> list[Box]:
         """Step 8: boxes of one map, mapped from the S×S frame back to `width × height` pixels."""

@@ -35,16 +35,24 @@ def group_maps(columns: dict[str, torch.Tensor], layers: list[AttentionLayer], n
     return result
 
 
-def combine_groups(groups: dict[tuple[str, int], torch.Tensor], latent_side: int) -> torch.Tensor:
-    """Bicubic resize of each group to the latent size, equal-weight mean, divide by the per-image max.
+def combine_groups(groups: dict[tuple[str, int], torch.Tensor], latent_side: int,
+                   side_weights: dict[int, float] | None = None) -> torch.Tensor:
+    """Bicubic resize of each group to the latent size, mean (equal weights, or each group weighted by
+    its side's `side_weights` entry), divide by the per-image max.
 
     Returns `(B, latent, latent)` float32 with max 1.
     """
+    ordered = sorted(groups.items())
     resized = [
         F.interpolate(g.unsqueeze(1), size=(latent_side, latent_side), mode="bicubic", align_corners=False)
-        for _, g in sorted(groups.items())
+        for _, g in ordered
     ]
-    combined = torch.stack(resized, dim=0).mean(dim=0).squeeze(1)  # (B, L, L)
+    if side_weights:
+        weights = torch.tensor([side_weights[side] for (_, side), _ in ordered], dtype=resized[0].dtype,
+                               device=resized[0].device)
+        combined = (torch.stack(resized, dim=0) * (weights / weights.sum()).view(-1, 1, 1, 1, 1)).sum(dim=0).squeeze(1)
+    else:
+        combined = torch.stack(resized, dim=0).mean(dim=0).squeeze(1)  # (B, L, L)
     peak = combined.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
     return combined / peak
 

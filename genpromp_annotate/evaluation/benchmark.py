@@ -86,6 +86,9 @@ class BenchmarkRequest:
     latent: str | None = None
     multi_box: bool | None = None
     min_box_area: float | None = None
+    propagation_side: int | None = None
+    propagation_product: bool | None = None
+    flip_tta: bool | None = None
     calibrate_on: str | None = None
     # scoring
     workers: int = 0  # 0: one process per CPU core, up to 8
@@ -101,7 +104,9 @@ class BenchmarkRequest:
         config = base or preset(self.preset or LAYOUT_PRESET.get(self.layout or "", "paper"))
         return config.replace(threshold=self.threshold, omega=self.omega, timesteps=self.timesteps,
                               resolutions=self.resolutions, seed=self.seed, latent=self.latent,
-                              add_noise=self.add_noise, multi_box=self.multi_box, min_box_area=self.min_box_area)
+                              add_noise=self.add_noise, multi_box=self.multi_box, min_box_area=self.min_box_area,
+                              propagation_side=self.propagation_side, propagation_product=self.propagation_product,
+                              flip_tta=self.flip_tta)
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,32 @@ def store_annotation(store: Any, project_name: str, annotation_id: Any, boxes: S
                          weak_category=weak_category)
     return gp.record_human_boxes(store, project_name, annotation_external_id(annotation_id), item)
 
+
+def human_annotated_images(store: Any, project_name: str, fetcher: Any) -> tuple[list, list[str], list] | str:
+    """The project's human-annotated images, their categories and `(K, 4)` boxes (original pixels), for
+    re-calibration; or the reason there are none. A store uri that is a local path was put there by
+    `import` or copied by `durable_uri` (trusted); anything else came from Label Studio and goes through
+    the fetcher's rules. Unreadable images are skipped with a warning."""
+    import numpy as np
+
+    from genpromp_annotate import project as gp
+    from genpromp_annotate.engine.images import load_image
+    from genpromp_annotate.log import get_logger
+    from genpromp_annotate.sources import open_uri, path_for_uri
+
+    truth = gp.human_boxes_by_image(store, project_name)
+    if not truth:
+        return "no human boxes yet"
+    images, labels, boxes = [], [], []
+    for uri, category, rows in truth:
+        try:
+            path = path_for_uri(uri)
+            local = path is not None and path.is_file()
+            images.append(load_image(open_uri(uri) if local else fetcher.local_path(uri), name=uri))
+        except (GenprompError, OSError) as exc:
+            get_logger(__name__).warning("re-calibration skips %s: %s", uri, exc)
+            continue
+        labels.append(category)
+        boxes.append(np.asarray(rows, dtype=np.float64))
+    return (images, labels, boxes) if images else "no human-annotated image could be read"
+

@@ -23,6 +23,7 @@ from genpromp_annotate.project.feedback import (
     recalibrate,
     record_human_boxes,
     record_predictions,
+    train_missing_tokens,
 )
 from genpromp_annotate.project.images import (
     ImportReport,
@@ -46,5 +47,5 @@ __all__ = [
     "config_for_project", "content_digest", "current_model_version", "delete_human_boxes", "effective_config",
     "ensure_project_exists", "human_boxes_by_image", "image_for_file", "import_records", "load_boxes_frame",
     "load_finetuned_unet", "load_tokenizer", "model_version", "pending_count", "project_settings", "read_snapshot",
-    "recalibrate", "record_human_boxes", "record_predictions",
+    "recalibrate", "record_human_boxes", "record_predictions", "train_missing_tokens",
 ]

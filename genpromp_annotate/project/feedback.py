@@ -107,3 +107,17 @@ def categories_without_token(store: Store, project_name: str) -> list[str]:
     with store.read() as session:
         return [c.name for c in q.list_categories(session, q.get_project(session, project_name))
                 if c.embedding is None]
+
+
+def train_missing_tokens(store: Store, project_name: str, options: Any = None, model: Any = None,
+                         device: str | None = None, dtype: str | None = None) -> dict[str, Any]:
+    """Stage 1 for the categories without a concept token (`training.runs.train_project`), on `model`
+    when given; what was trained, what had no images, and how long it took."""
+    from genpromp_annotate.training.runs import TrainOptions, train_project
+
+    if not categories_without_token(store, project_name):
+        return {"trained": [], "reason": "every category has a token"}
+    summary = train_project(store, project_name, options or TrainOptions(device=device, dtype=dtype), model=model)
+    return {"trained": list(summary.trained), "without_images": list(summary.skipped),
+            "seconds": round(summary.seconds, 2)}
+

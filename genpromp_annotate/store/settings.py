@@ -8,7 +8,7 @@ from genpromp_annotate.presets import LocalizeConfig, preset
 from genpromp_annotate.store.models import Project
 
 # Project settings that are tuples in LocalizeConfig but lists in JSON.
-_TUPLE_SETTINGS = ("timesteps", "resolutions")
+_TUPLE_SETTINGS = ("timesteps", "resolutions", "resolution_weights")
 
 
 def project_settings(config: LocalizeConfig) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.training.concept_tokens import ConceptTrainingConfig
 from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig
 
@@ -48,11 +47,6 @@ def recipe(name: str | None) -> TrainingRecipe:
     if name is None or name not in RECIPES:
         return DEFAULT_RECIPE
     return RECIPES[name]
-
-
-def check_recipe_name(name: str) -> None:
-    if name not in RECIPES:
-        raise ConfigError(f"unknown training preset {name!r}; choose one of {', '.join(RECIPES)}")
 
 
 def describe(concept: ConceptTrainingConfig, unet: UnetFinetuneConfig | None, world_size: int = 1) -> list[str]:

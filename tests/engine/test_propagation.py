@@ -78,3 +78,31 @@ def test_off_by_default_on_in_the_version_and_the_maps(tiny_model):
     assert float(refined.min()) == 0.0 and float(refined.max()) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="propagation_side 7"):
         Localizer(tiny_model, base.replace(propagation_side=7)).compute_maps(images, ["cat", "cat"])
+
+
+def _images(n=2):
+    rng = np.random.default_rng(3)
+    return [Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_flip_tta_is_the_mean_of_the_map_and_the_mirrored_map(tiny_model):
+    images = _images()
+    base = LocalizeConfig(image_size=256)
+    plain = Localizer(tiny_model, base)
+    mirrored = plain.latent_maps([im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images], ["cat"] * 2)
+    expected = (plain.latent_maps(images, ["cat"] * 2) + mirrored.flip(-1)) / 2
+    both = Localizer(tiny_model, base.replace(flip_tta=True)).latent_maps(images, ["cat"] * 2)
+    torch.testing.assert_close(both, expected, atol=1e-4, rtol=1e-3)
+    assert base.replace(flip_tta=True).box_settings_key.endswith("|flip")
+
+
+def test_resolution_weights_weigh_the_groups_of_each_side(tiny_model):
+    images = _images()
+    base = LocalizeConfig(image_size=256)
+    only_8 = Localizer(tiny_model, base.replace(resolutions=(8,))).latent_maps(images, ["cat"] * 2)
+    weighted = Localizer(tiny_model, base.replace(resolution_weights=(1.0, 0.0))).latent_maps(images, ["cat"] * 2)
+    torch.testing.assert_close(weighted, only_8, atol=1e-5, rtol=1e-4)
+    equal = Localizer(tiny_model, base.replace(resolution_weights=(1.0, 1.0))).latent_maps(images, ["cat"] * 2)
+    torch.testing.assert_close(equal, Localizer(tiny_model, base).latent_maps(images, ["cat"] * 2))
+    with pytest.raises(ConfigError, match="resolution_weights"):
+        base.replace(resolution_weights=(1.0,))
