@@ -102,11 +102,9 @@ def labels_command(ctx: click.Context, project: str, action: str | None, names: 
       genpromp-annotate labels birds add heron "electric ray, crampfish, numbfish, torpedo"
       genpromp-annotate labels cub add "Vermilion Flycatcher" --meta-word bird
     """
-    from sqlalchemy import func, select
 
     from genpromp_annotate.project import add_labels, load_tokenizer
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.store.models import image_labels
 
     store = open_project_store(ctx)
     if action == "add":
@@ -122,9 +120,7 @@ def labels_command(ctx: click.Context, project: str, action: str | None, names: 
     with store.read() as session:
         proj = q.get_project(session, project)
         categories = q.list_categories(session, proj)
-        counts = dict(session.execute(select(image_labels.c.category_id, func.count())
-                                      .where(image_labels.c.category_id.in_([c.id for c in categories]))
-                                      .group_by(image_labels.c.category_id)).all())
+        counts = q.image_counts_by_category(session, categories)
     if not categories:
         click.echo(f"project {project!r} has no label; add some with `genpromp-annotate labels {project} add NAME`")
         return

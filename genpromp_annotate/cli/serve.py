@@ -129,18 +129,17 @@ def push_command(obj, project_name: str, ls_url: str, api_key: str | None, ls_pr
       genpromp-annotate push birds --ls-url http://localhost:8080 --ls-project 3 \\
           --local-files-root /data/images
     """
+    from genpromp_annotate import project as gp
     from genpromp_annotate.labelstudio.bulk import push_predictions
-    from genpromp_annotate.project import annotate_project, build_localizer
     from genpromp_annotate.store.database import open_store
 
     store = open_store(obj.db_url if obj else None)
     client = _ls_client(ls_url, api_key)
-    if model_version is None or annotate:
-        built = build_localizer(store, project_name, device=device)
-        if annotate:
-            summary = annotate_project(store, project_name, built, batch_size=batch_size)
-            click.echo(f"annotated {summary.images} image(s) with {built.model_version}", err=True)
-        model_version = model_version or built.model_version
+    if annotate:
+        summary = gp.annotate_with_project_model(store, project_name, device=device, batch_size=batch_size)
+        click.echo(f"annotated {summary.images} image(s) with {summary.model_version}", err=True)
+        model_version = model_version or summary.model_version
+    model_version = model_version or gp.version_to_push(store, project_name, device)
     sent = [0]
 
     def progress(count: int) -> None:

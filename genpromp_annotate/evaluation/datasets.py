@@ -153,24 +153,17 @@ def open_project(store: Store, project_name: str, split: str | None = None) -> B
     Human boxes are stored one past the last pixel (`x2`, `y2`); the evaluation reads boxes as inclusive,
     so 1 is taken off. Record ids are `<image id>-<category id>`; the classifier name is the image's URI.
     """
-    from sqlalchemy import select
-    from sqlalchemy.orm import selectinload
 
     from genpromp_annotate.sources import path_for_uri
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.store.models import Image, Prediction
+    from genpromp_annotate.store.models import Prediction
 
     with store.read() as session:
         project = q.get_project(session, project_name)
         categories = q.list_categories(session, project)
         class_id = {c.id: i for i, c in enumerate(categories)}
-        query = (select(Prediction).join(Image, Image.id == Prediction.image_id)
-                 .where(Image.project_id == project.id, Prediction.source == "human")
-                 .options(selectinload(Prediction.image)).order_by(Prediction.image_id, Prediction.id))
-        if split is not None:
-            query = query.where(Image.split == split)
         grouped: dict[tuple[int, int], list[Prediction]] = {}
-        for row in session.scalars(query):
+        for row in q.human_box_rows(session, project, split):
             grouped.setdefault((row.image_id, row.category_id), []).append(row)
     records = []
     for (image_id, category_id), rows in grouped.items():

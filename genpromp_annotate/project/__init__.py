@@ -13,7 +13,14 @@ version (one snapshot → the model version), labels, images (by content hash), 
 human boxes, re-calibration). The CLI and the Label Studio backend call this API; it never calls them.
 """
 
-from genpromp_annotate.project.annotate import AnnotateSummary, BatchReport, annotate_project, pending_count
+from genpromp_annotate.project.annotate import (
+    AnnotateSummary,
+    BatchReport,
+    annotate_project,
+    annotate_with_project_model,
+    pending_count,
+    version_to_push,
+)
 from genpromp_annotate.project.boxes import human_boxes_by_image, load_boxes_frame
 from genpromp_annotate.project.feedback import (
     HUMAN_VERSION,
@@ -43,9 +50,9 @@ from genpromp_annotate.project.version import ProjectSnapshot, model_version, re
 
 __all__ = [
     "HUMAN_VERSION", "AnnotateSummary", "BatchReport", "ImageBoxes", "ImportReport", "ProjectLocalizer",
-    "ProjectSnapshot", "add_labels", "annotate_project", "build_localizer", "categories_without_token",
+    "ProjectSnapshot", "add_labels", "annotate_project", "annotate_with_project_model", "build_localizer", "categories_without_token",
     "config_for_project", "content_digest", "current_model_version", "delete_human_boxes", "effective_config",
     "ensure_project_exists", "human_boxes_by_image", "image_for_file", "import_records", "load_boxes_frame",
     "load_finetuned_unet", "load_tokenizer", "model_version", "pending_count", "project_settings", "read_snapshot",
-    "recalibrate", "record_human_boxes", "record_predictions", "train_missing_tokens",
+    "recalibrate", "record_human_boxes", "record_predictions", "train_missing_tokens", "version_to_push",
 ]

@@ -175,3 +175,21 @@ def annotate_project(store: Store, project_name: str, project_localizer: Project
     logger.info("annotated %d images (%d boxes, %d errors) with %s in %.1fs", summary.images, summary.boxes,
                 len(summary.errors), version, summary.seconds)
     return summary
+
+
+def annotate_with_project_model(store: Store, project_name: str, *, device: str | None = None,
+                                dtype: str | None = None, batch_size: int = 8, **options: Any) -> AnnotateSummary:
+    """Load the project's model (base, UNet, tokens) and annotate what is pending with it
+    (`options` as `annotate_project`)."""
+    from genpromp_annotate.project.localizer import build_localizer
+
+    runner = build_localizer(store, project_name, device=device, dtype=dtype)
+    return annotate_project(store, project_name, runner, batch_size=batch_size, **options)
+
+
+def version_to_push(store: Store, project_name: str, device: str | None = None) -> str:
+    """The project's current model version, worked out without the model where the store says enough."""
+    from genpromp_annotate.project.localizer import build_localizer, current_model_version
+
+    return current_model_version(store, project_name) or build_localizer(store, project_name, device=device).model_version
+

@@ -31,6 +31,7 @@ from genpromp_annotate.store.models import (
     Prediction,
     Project,
     TrainingRun,
+    image_labels,
     utc_now,
 )
 
@@ -465,3 +466,62 @@ def delete_human_boxes(session: Session, project: Project, external_id: str) -> 
     result = session.execute(delete(Prediction).where(Prediction.external_id == external_id,
                                                       Prediction.source == "human", Prediction.image_id.in_(ids)))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def human_box_rows(session: Session, project: Project, split: str | None = None) -> list[Prediction]:
+    """Human boxes of the project (of one split when given), image loaded, in image order."""
+    query = (select(Prediction).join(Image, Image.id == Prediction.image_id)
+             .where(Image.project_id == project.id, Prediction.source == "human")
+             .options(selectinload(Prediction.image)).order_by(Prediction.image_id, Prediction.id))
+    if split is not None:
+        query = query.where(Image.split == split)
+    return list(session.scalars(query))
+
+
+def image_counts_by_category(session: Session, categories: Sequence[Category]) -> dict[int, int]:
+    """category id → images weakly labelled with it."""
+    return {int(k): int(v) for k, v in session.execute(
+        select(image_labels.c.category_id, func.count())
+        .where(image_labels.c.category_id.in_([c.id for c in categories]))
+        .group_by(image_labels.c.category_id)).all()}
+
+
+def readable_image_uris_by_category(session: Session, project: Project) -> dict[int, list[str]]:
+    """category id → URIs of its images not in error, in image order."""
+    rows = session.execute(select(image_labels.c.category_id, Image.uri).join(Image, Image.id == image_labels.c.image_id)
+                           .where(Image.project_id == project.id, Image.status != "error")
+                           .order_by(Image.id)).all()
+    found: dict[int, list[str]] = {}
+    for category_id, uri in rows:
+        found.setdefault(int(category_id), []).append(uri)
+    return found
+
+
+# ---- training runs: status ------------------------------------------------------------------------------
+UNFINISHED_RUN_STATUSES = ("running", "failed", "queued")
+
+
+def unfinished_runs(session: Session, project: Project, kind: str | None = None) -> list[TrainingRun]:
+    """Runs that did not finish (running after a kill, failed, or queued), oldest first."""
+    query = select(TrainingRun).where(TrainingRun.project_id == project.id,
+                                      TrainingRun.status.in_(UNFINISHED_RUN_STATUSES))
+    if kind is not None:
+        query = query.where(TrainingRun.kind == kind)
+    return list(session.scalars(query.order_by(TrainingRun.id)))
+
+
+def lock_training_run(session: Session, run_id: int) -> None:
+    """Row-lock a run (PostgreSQL) so concurrent metric merges from several processes lose no update."""
+    session.execute(select(TrainingRun.id).where(TrainingRun.id == run_id).with_for_update())
+
+
+def categories_trained_since(session: Session, project: Project, since: datetime) -> list[str]:
+    return list(session.scalars(select(Category.name).where(Category.project_id == project.id,
+                                                           Category.training_state == "trained",
+                                                           Category.trained_at >= since)))
+
+
+def categories_in_state(session: Session, project: Project, state: str) -> list[Category]:
+    return list(session.scalars(select(Category).where(Category.project_id == project.id,
+                                                       Category.training_state == state)))
+

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import select
 
 from genpromp_annotate.errors import ConfigError, StoreError
 from genpromp_annotate.log import get_logger
@@ -108,24 +107,18 @@ class _Plan:
 
 def _category_images(session, project) -> dict[int, list[str]]:
     """Category id → URIs of its readable images (images in error are left out)."""
-    from genpromp_annotate.store.models import Image, image_labels
+    from genpromp_annotate.store import queries as q
 
-    rows = session.execute(select(image_labels.c.category_id, Image.uri).join(Image, Image.id == image_labels.c.image_id)
-                           .where(Image.project_id == project.id, Image.status != "error")
-                           .order_by(Image.id)).all()
-    found: dict[int, list[str]] = {}
-    for category_id, uri in rows:
-        found.setdefault(int(category_id), []).append(uri)
-    return found
+    return q.readable_image_uris_by_category(session, project)
 
 
 def _unfinished_run(session, project_id: int, kind: str):
     """The latest run of `kind` that did not finish (running after a kill, failed, or queued)."""
-    from genpromp_annotate.store.models import TrainingRun
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.store.models import Project
 
-    return session.scalar(select(TrainingRun).where(TrainingRun.project_id == project_id, TrainingRun.kind == kind,
-                                                    TrainingRun.status.in_(("running", "failed", "queued")))
-                          .order_by(TrainingRun.id.desc()).limit(1))
+    runs = q.unfinished_runs(session, session.get(Project, project_id), kind)
+    return runs[-1] if runs else None
 
 
 def _plan_stage1(store, project_name: str, options: TrainOptions) -> _Plan:
@@ -201,14 +194,13 @@ def _merge_checkpoints(folder: Path) -> dict[str, Any] | None:
 
 def _lock_run(session, run_id: int) -> None:
     """Row-lock the run on PostgreSQL so concurrent metric merges from several processes do not lose updates."""
-    from genpromp_annotate.store.models import TrainingRun
+    from genpromp_annotate.store import queries as q
 
-    session.execute(select(TrainingRun.id).where(TrainingRun.id == run_id).with_for_update())
+    q.lock_training_run(session, run_id)
 
 
 def _record_category(store, project_name: str, run_id: int | None, result, total: int) -> None:
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.store.models import Category
 
     with store.write() as session:
         if run_id is not None:
@@ -223,9 +215,7 @@ def _record_category(store, project_name: str, run_id: int | None, result, total
             started = run.started_at or run.created_at
             wanted = set(run.config.get("categories", []))
             session.flush()
-            done = session.scalars(select(Category.name).where(Category.project_id == project.id,
-                                                               Category.training_state == "trained",
-                                                               Category.trained_at >= started)).all()
+            done = q.categories_trained_since(session, project, started)
             finished = len(wanted & set(done))
             q.update_training_run(session, run_id, progress=finished / max(total, 1),
                                   metrics={"categories_done": finished})
@@ -331,7 +321,7 @@ def _run_stage1(store, project_name: str, plan: _Plan, concept: ConceptTrainingC
 
 def _finish_run(store, run_id: int, images: int, world_size: int) -> None:
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.store.models import Category, Project, utc_now
+    from genpromp_annotate.store.models import Project, utc_now
 
     with store.write() as session:
         _lock_run(session, run_id)
@@ -342,8 +332,7 @@ def _finish_run(store, run_id: int, images: int, world_size: int) -> None:
                                                         "images_per_s": round(images / seconds, 3)})
         project = session.get(Project, run.project_id)
         # categories of the run that could not be trained (no images) are untrained, not "training"
-        for category in session.scalars(select(Category).where(Category.project_id == project.id,
-                                                               Category.training_state == "training")):
+        for category in q.categories_in_state(session, project, "training"):
             category.training_state = "untrained"
         folder = run_checkpoint_dir(project.name, project.id, run_id)
     # The run is complete: its in-flight checkpoints are no longer needed.
@@ -442,15 +431,10 @@ def _fail_runs(store, summary: TrainSummary, exc: BaseException) -> None:
 def unfinished_runs(store, project_name: str) -> list[tuple[int, str]]:
     """(id, kind) of the project's runs that did not finish: killed, crashed, or still running elsewhere."""
     from genpromp_annotate.store import queries as q
-    from genpromp_annotate.store.models import TrainingRun
 
     with store.read() as session:
         project = q.get_project(session, project_name)
-        rows = session.execute(select(TrainingRun.id, TrainingRun.kind)
-                               .where(TrainingRun.project_id == project.id,
-                                      TrainingRun.status.in_(("running", "failed", "queued")))
-                               .order_by(TrainingRun.id)).all()
-    return [(int(run_id), str(kind)) for run_id, kind in rows]
+        return [(int(run.id), str(run.kind)) for run in q.unfinished_runs(session, project)]
 
 
 def stored_embedding(store, project_name: str, label: str) -> torch.Tensor | None:
