@@ -44,6 +44,11 @@ def test_server_with_two_workers_answers(tiny_model_dir, tmp_path):
                                   json={"project": "1.1", "schema": LABEL_CONFIG}).json()["model_version"]
                     for _ in range(6)}  # whichever worker answers, the version is the same
         assert len(versions) == 1 and versions.pop().startswith("gp-")
+        # /health answers as soon as one worker is up; the other may still be loading its model
+        while (tmp_path / "server.log").read_text().count("serving project (model only)") < 2:
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(1)
+        time.sleep(1)
         text = (tmp_path / "server.log").read_text()
         assert text.count("serving project (model only)") == 2, text[-3000:]  # one model load per worker
     finally:
