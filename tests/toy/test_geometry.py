@@ -26,7 +26,7 @@ EXIF_ORIENTATION = 0x0112
 # (suffix, size, EXIF orientation or None): stretched up, squeezed down, and EXIF-rotated copies of both
 VARIANTS = (("up", (160, 96), None), ("down", (56, 40), None), ("up-exif6", (160, 96), 6), ("down-exif8", (56, 40), 8))
 MIN_ON_OBJECT = 0.85  # share of resized / EXIF-rotated copies boxed on the object, through each path
-MIN_LOCALIZED = 0.75  # the toy model's GT-known on this small set (about 80 % on the held-out test split)
+MIN_LOCALIZED = 0.85  # the toy model's GT-known on this small set (93.7 % on the held-out test split)
 
 
 def world_items(n: int) -> list[WorldImage]:
@@ -40,17 +40,14 @@ def boxed_on_object(model, items: list[WorldImage], words: list[str] | None = No
     rendered = [render_scene(it.scene) for it in items]
     words = words or [it.label for it in items]
     results = Localizer(model, preset("toy")).localize([img for img, _ in rendered], words)
-    return [on_object([r.boxes[0].x1, r.boxes[0].y1, r.boxes[0].x2, r.boxes[0].y2],
-                      [b for c, b in objs if c == it.label]) for r, it, (_, objs) in zip(results, items, rendered)]
+    return [bool(r.boxes) and on_object([r.boxes[0].x1, r.boxes[0].y1, r.boxes[0].x2, r.boxes[0].y2],
+                                        [b for c, b in objs if c == it.label])
+            for r, it, (_, objs) in zip(results, items, rendered)]
 
 
 def localized_items(model, n: int, pool: int = 40) -> list[WorldImage]:
-    """The first `n` test images whose 64-px original the engine boxes on the object.
-
-    The geometry tests then ask whether stretching, squeezing or EXIF-rotating such an image, and every
-    path a box travels, keeps its box on the object: a geometry bug moves boxes off it, a model error
-    does not enter the count.
-    """
+    """The first `n` test images whose 64-px original the engine boxes on the object (the Label Studio
+    end-to-end test picks its three tasks from these, so a model error cannot fail it)."""
     items = world_items(pool)
     return [it for it, hit in zip(items, boxed_on_object(model, items)) if hit][:n]
 
@@ -83,7 +80,7 @@ def write_variant(item: WorldImage, folder: Path, suffix: str, size: tuple[int, 
 def geometry_images(toy_model, tmp_path_factory) -> dict[Path, tuple[str, list]]:
     folder = tmp_path_factory.mktemp("geometry")
     truth = {}
-    for item in localized_items(toy_model, 10):
+    for item in world_items(10):  # the first test images, whether or not the model boxes them right
         for suffix, size, orientation in VARIANTS:
             path, gts = write_variant(item, folder, suffix, size, orientation)
             truth[path] = (item.label, gts)
