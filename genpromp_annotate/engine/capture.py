@@ -108,6 +108,65 @@ class CaptureState:
     affinities: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = field(default_factory=dict)
 
 
+@dataclass
+class _Heads:
+    """An attention layer's inputs as heads: `(batch, heads, tokens, head_dim)` query, key and value, and what
+    `_attention_output` needs to give the layer's usual output."""
+
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    residual: torch.Tensor
+    shape_4d: tuple[int, int, int, int] | None  # (batch, channels, height, width) of a 4-D input
+
+
+def _heads(attn, hidden_states, context, temb) -> _Heads:
+    """diffusers' attention prologue: norms, projections, split into heads (`context` None = self-attention)."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    shape_4d = None
+    if hidden_states.ndim == 4:
+        shape_4d = tuple(hidden_states.shape)
+        batch, channels, height, width = shape_4d
+        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+    batch = hidden_states.shape[0]
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    if context is None:
+        context = hidden_states
+    elif attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+    head_dim = key.shape[-1] // attn.heads
+    query, key, value = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    return _Heads(query, key, value, residual, shape_4d)
+
+
+def _attention_mask(attn, attention_mask, heads: _Heads) -> torch.Tensor | None:
+    if attention_mask is None:
+        return None
+    batch = heads.query.shape[0]
+    mask = attn.prepare_attention_mask(attention_mask, heads.key.shape[2], batch)
+    return mask.view(batch, attn.heads, -1, mask.shape[-1])
+
+
+def _attention_output(attn, heads: _Heads, mixed: torch.Tensor) -> torch.Tensor:
+    """diffusers' attention epilogue: `(batch, heads, tokens, head_dim)` → the layer's output."""
+    batch, n_heads, _, head_dim = mixed.shape
+    hidden_states = mixed.transpose(1, 2).reshape(batch, -1, n_heads * head_dim).to(heads.query.dtype)
+    hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+    if heads.shape_4d is not None:
+        hidden_states = hidden_states.transpose(-1, -2).reshape(*heads.shape_4d)
+    if attn.residual_connection:
+        hidden_states = hidden_states + heads.residual
+    return hidden_states / attn.rescale_output_factor
+
+
 class ColumnCaptureProcessor:
     """Cross-attention that also records softmax(QKᵀ/√d) (fp32) for one text token per sample.
 
@@ -121,56 +180,24 @@ class ColumnCaptureProcessor:
         self.stop_after = stop_after
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channels, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         if encoder_hidden_states is None:
             raise ConfigError(f"{self.name} is a self-attention layer; only cross-attention is captured")
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-
+        heads = _heads(attn, hidden_states, encoder_hidden_states, temb)
         # fp32 softmax: bf16/fp16 logits would quantise the small probabilities the maps are made of.
-        logits = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (B, H, N, 77)
-        if attention_mask is not None:
-            mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
-            logits = logits + mask.view(batch, attn.heads, -1, mask.shape[-1]).float()
+        logits = torch.matmul(heads.query.float(), heads.key.float().transpose(-1, -2)) * attn.scale  # (B, H, N, 77)
+        mask = _attention_mask(attn, attention_mask, heads)
+        if mask is not None:
+            logits = logits + mask.float()
         probs = logits.softmax(dim=-1)
         positions = self.state.token_positions
         if positions is None:
             raise ConfigError("capture processor called without token positions")
+        batch = probs.shape[0]
         index = positions.to(probs.device).view(batch, 1, 1, 1).expand(batch, attn.heads, probs.shape[2], 1)
         self.state.columns[self.name] = probs.gather(-1, index).squeeze(-1)  # (B, H, N)
         if self.stop_after:
             raise EarlyExit(self.name)
-
-        hidden_states = torch.matmul(probs.to(value.dtype), value)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return _attention_output(attn, heads, torch.matmul(probs.to(heads.value.dtype), heads.value))
 
 
 class AffinityCaptureProcessor:
@@ -183,42 +210,13 @@ class AffinityCaptureProcessor:
         self.stop_after = stop_after
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channels, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        source = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        query, key, value = attn.to_q(hidden_states), attn.to_k(source), attn.to_v(source)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        self.state.affinities[self.name] = (query, key, float(attn.scale))
+        heads = _heads(attn, hidden_states, encoder_hidden_states, temb)
+        self.state.affinities[self.name] = (heads.query, heads.key, float(attn.scale))
         if self.stop_after:
             raise EarlyExit(self.name)
-        mask = None
-        if attention_mask is not None:
-            mask = attn.prepare_attention_mask(attention_mask, key.shape[2], batch)
-            mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
-        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attn.scale)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        mixed = F.scaled_dot_product_attention(heads.query, heads.key, heads.value,
+                                               attn_mask=_attention_mask(attn, attention_mask, heads), scale=attn.scale)
+        return _attention_output(attn, heads, mixed)
 
 
 @contextlib.contextmanager

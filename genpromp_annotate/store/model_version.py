@@ -20,6 +20,7 @@ VERSION_PREFIX = "gp-"
 # The files of a model folder that decide its outputs: weights, configs, tokenizer vocabularies.
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt", ".model", ".gz")
 _CACHE_LOCK = threading.Lock()
+_KNOWN: dict[str, str] = {}  # this process's digests by the cache key: versions are asked per request
 
 
 def _digest_cache_path() -> Path:
@@ -32,6 +33,8 @@ def file_digest(path: Path) -> str:
     """sha256 of a file, cached by (absolute path, size, mtime) so an SD-size model is hashed once."""
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if key in _KNOWN:
+        return _KNOWN[key]
     cache_path = _digest_cache_path()
     with _CACHE_LOCK:
         try:
@@ -39,7 +42,8 @@ def file_digest(path: Path) -> str:
         except (OSError, ValueError):
             cache = {}
         if key in cache:
-            return str(cache[key])
+            _KNOWN[key] = str(cache[key])
+            return _KNOWN[key]
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -58,6 +62,7 @@ def file_digest(path: Path) -> str:
             os.replace(tmp, cache_path)  # atomic: concurrent writers lose an entry at worst, never the file
         except OSError:
             pass  # a read-only home only costs a re-hash next time
+    _KNOWN[key] = value
     return value
 
 
