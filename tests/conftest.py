@@ -11,6 +11,10 @@ from PIL import Image
 
 # Tests never reach a model hub: they build their own tiny models. Set before huggingface_hub is imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The suite compares maps with fp32 references and must give the same results on every CPU, so the CPU
+# inference default (bf16 where the CPU has it natively) is pinned to fp32 here, for subprocesses too;
+# tests/engine/test_cpu_dtype.py covers the default itself and bf16 against fp32.
+os.environ.setdefault("GENPROMP_CPU_DTYPE", "float32")
 
 TEST_DATA = Path(__file__).parent / "data"
 

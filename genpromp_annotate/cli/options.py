@@ -78,12 +78,16 @@ def pop_engine_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: kwargs.pop(name) for name in ENGINE_OPTION_NAMES if name in kwargs}
 
 
+DTYPE_HELP = ("Default: bfloat16/float16 on CUDA; on CPU bfloat16 where the CPU runs it natively (AVX512-BF16 or "
+              "AMX, about 2x faster than float32), float32 elsewhere; env GENPROMP_CPU_DTYPE overrides the CPU default.")
+
+
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --device, --dtype and --batch-size."""
     for option in reversed([
         click.option("--device", default=None, help="torch device (cuda, cuda:1, cpu, mps). Default: best available."),
         click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
-                     help="Default: bfloat16/float16 on CUDA, float32 on CPU."),
+                     help=DTYPE_HELP),
         click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
                      help="Images per UNet call."),
     ]):

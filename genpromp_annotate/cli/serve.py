@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from genpromp_annotate.cli.options import DTYPE_HELP
 from genpromp_annotate.errors import ConfigError
 
 
@@ -50,7 +51,7 @@ def _ls_options(func):
               show_default=True, help="Images per UNet call.")
 @click.option("--device", envvar="GENPROMP_DEVICE", default=None, help="torch device; default the best available.")
 @click.option("--dtype", envvar="GENPROMP_DTYPE", type=click.Choice(["float32", "float16", "bfloat16"]),
-              default=None, help="Default: bfloat16/float16 on CUDA, float32 on CPU.")
+              default=None, help=DTYPE_HELP)
 @click.option("--calibrate-omegas", envvar="GENPROMP_CALIBRATE_OMEGAS", default=None, metavar="W,W,…",
               help="ω values the re-calibration also tries besides the project's, e.g. 0.4,0.5,0.7; the best "
                    "(ω, τ) is kept (env GENPROMP_CALIBRATE_OMEGAS). Default: τ only.")

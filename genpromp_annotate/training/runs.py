@@ -226,7 +226,7 @@ def _load_model(plan_base_model: str, context: ProcessContext, options: TrainOpt
         return model
     from genpromp_annotate.engine.loading import load_stable_diffusion
 
-    return load_stable_diffusion(plan_base_model, device=context.device, dtype=options.dtype)
+    return load_stable_diffusion(plan_base_model, device=context.device, dtype=options.dtype, training=True)
 
 
 # ---- the whole job ------------------------------------------------------------------------------------------
