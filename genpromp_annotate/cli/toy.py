@@ -24,13 +24,18 @@ def _parse_size(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--images", "n_images", type=click.IntRange(1, 1_000_000), default=300, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images, byte for byte.")
 @click.option("--novel", is_flag=True, help="Only images of the novel class(es), in the split folder <split>-novel.")
+@click.option("--multi-instance", is_flag=True,
+              help="2–3 objects of the label's class per image (GT: all of them), half the time plus one of "
+                   "another class; smaller objects (radius 7–11 of 64). Split folder <split>-multi.")
 @click.option("--size", default="64", show_default=True, callback=_parse_size, metavar="W[xH]",
               help="Image size in pixels; the scene is laid out on 64×64 and scaled (non-square stretches it).")
-def toy_world_command(out_dir: Path, split: str, n_images: int, seed: int, novel: bool, size: tuple[int, int]) -> None:
+def toy_world_command(out_dir: Path, split: str, n_images: int, seed: int, novel: bool, multi_instance: bool,
+                      size: tuple[int, int]) -> None:
     """Write a split of the toy world: weakly labelled shape images with GT boxes, wsolevaluation layout.
 
     Classes: circle, square, triangle, star, cross (base) and heart (novel: never named in the toy
-    model's training). Each image holds its label's object and, half the time, one of another class.
+    model's training). Each image holds its label's object and, half the time, one of another class;
+    with --multi-instance, 2–3 objects of its label's class (with --novel too: <split>-novel-multi).
     OUT_DIR gets dataset/TOY/<class>/<file>.png, metadata/TOY/<split>/ (image_ids, class_labels,
     image_sizes, localization) and world.json; call again to add splits.
 
@@ -40,10 +45,11 @@ def toy_world_command(out_dir: Path, split: str, n_images: int, seed: int, novel
       genpromp-annotate toy-model /tmp/toy-sd
       genpromp-annotate benchmark --layout wsol --root /tmp/toy --split test --model /tmp/toy-sd --preset toy
       genpromp-annotate toy-world /tmp/hearts --split train --images 40 --novel
+      genpromp-annotate toy-world /tmp/toy --split test --images 300 --multi-instance
     """
     from genpromp_annotate.toy.world import write_split
 
-    meta = write_split(out_dir, split, n_images, seed=seed, novel=novel, size=size)
+    meta = write_split(out_dir, split, n_images, seed=seed, novel=novel, size=size, multi_instance=multi_instance)
     click.echo(f"{n_images} images ({size[0]}×{size[1]}) written; metadata in {meta}")
 
 

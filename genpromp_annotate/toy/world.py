@@ -1,8 +1,9 @@
 """The toy world: weakly labelled images of coloured shapes on a quiet background, with GT boxes.
 
 A scene holds 1–2 shapes of different classes that never overlap; its weak label is one of them, and its
-GT is every object of that label's class. Everything is drawn from one seed, so a split is a pure
-function of (split, index, seed): the same call always writes the same bytes.
+GT is every object of that label's class. Multi-instance splits (`multi_instance=True`) hold 2–3 objects
+of the label's class, and half the time one distractor of another class. Everything is drawn from one
+seed, so a split is a pure function of (split, index, seed): the same call always writes the same bytes.
 
 Each class has its own hue (jittered per object) and outline, so a small diffusion model can learn to
 render it; the class *word* is what tells the model which shape and colour a noisy blob is meant to be.
@@ -131,11 +132,14 @@ def render_scene(scene: Scene, width: int = WORLD_SIDE, height: int | None = Non
     return Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)), objects
 
 
+BASE_RADIUS_RANGE = (7.0, 14.0)  # half-sizes of the plain world's objects, in WORLD_SIDE units
+
+
 def _overlaps(a: Shape, b: Shape, margin: float = 2.0) -> bool:
     return abs(a.cx - b.cx) < a.radius + b.radius + margin and abs(a.cy - b.cy) < a.radius + b.radius + margin
 
 
-def sample_shape(rng: random.Random, cls: str, radius_range: tuple[float, float] = (7.0, 14.0)) -> Shape:
+def sample_shape(rng: random.Random, cls: str, radius_range: tuple[float, float] = BASE_RADIUS_RANGE) -> Shape:
     radius = rng.uniform(*radius_range)
     cx = rng.uniform(radius + 1, WORLD_SIDE - radius - 1)
     cy = rng.uniform(radius + 1, WORLD_SIDE - radius - 1)
@@ -145,9 +149,10 @@ def sample_shape(rng: random.Random, cls: str, radius_range: tuple[float, float]
     return Shape(cls, cx, cy, radius, angle, colour)  # type: ignore[arg-type]
 
 
-def sample_scene(rng: random.Random, classes: Sequence[str], radius_range: tuple[float, float] = (7.0, 14.0),
+def sample_scene(rng: random.Random, classes: Sequence[str], radius_range: tuple[float, float] = BASE_RADIUS_RANGE,
                  background: int | None = None) -> Scene:
-    """A scene whose shapes have the given (distinct) classes, placed without overlap (rejection sampling)."""
+    """A scene with one shape per entry of `classes` (repeats give several instances), placed without
+    overlap (rejection sampling)."""
     for _ in range(200):
         shapes: list[Shape] = []
         for cls in classes:
@@ -162,6 +167,11 @@ def sample_scene(rng: random.Random, classes: Sequence[str], radius_range: tuple
 
 
 SPLIT_SALT = {"train": 11, "val": 23, "test": 37}
+# Multi-instance scenes: 2–3 objects of the label's class. Smaller objects so that three plus a distractor
+# fit in 64 px; the lower bound stays the base world's, so no object is smaller than the model was trained on.
+MULTI_INSTANCE_COUNTS = (2, 3)
+MULTI_RADIUS_RANGE = (7.0, 11.0)
+MULTI_SALT = 1000  # its own random stream: the default splits draw exactly what they drew before
 
 
 @dataclass(frozen=True)
@@ -174,24 +184,28 @@ class WorldImage:
 
 
 def split_images(split: str, n_images: int, seed: int = 0, novel: bool = False,
-                 two_object_fraction: float = 0.5) -> list[WorldImage]:
+                 two_object_fraction: float = 0.5, multi_instance: bool = False) -> list[WorldImage]:
     """The deterministic image list of a split: labels cycle over the classes (base and novel, or novel only).
 
     Half the images (by default) hold a second object of another class as a distractor; the label's
-    class is always the first shape.
+    class is always the first shape. With `multi_instance`, the label's class fills the first 2–3
+    shapes (radius `MULTI_RADIUS_RANGE`) and the distractor, if any, comes last; the images are
+    another random stream and other file names, so they never collide with the plain split's.
     """
     if split not in SPLIT_SALT:
         raise ValueError(f"split must be one of {sorted(SPLIT_SALT)}, got {split!r}")
     labels = NOVEL_CLASSES if novel else ALL_CLASSES
-    rng = random.Random(seed * 1_000_003 + SPLIT_SALT[split] + (7 if novel else 0))
+    salt = SPLIT_SALT[split] + (7 if novel else 0) + (MULTI_SALT if multi_instance else 0)
+    rng = random.Random(seed * 1_000_003 + salt)
+    prefix = split + ("_novel" if novel else "") + ("_multi" if multi_instance else "")
     images = []
     for index in range(n_images):
         label = labels[index % len(labels)]
-        classes = [label]
+        # The plain split draws nothing here: its stream must stay what it always was.
+        classes = [label] * (rng.choice(MULTI_INSTANCE_COUNTS) if multi_instance else 1)
         if rng.random() < two_object_fraction:
             classes.append(rng.choice([c for c in ALL_CLASSES if c != label]))
-        scene = sample_scene(rng, classes)
-        prefix = f"{split}_novel" if novel else split
+        scene = sample_scene(rng, classes, MULTI_RADIUS_RANGE if multi_instance else BASE_RADIUS_RANGE)
         images.append(WorldImage(f"{label}/{prefix}_{seed}_{index:05d}.png", label, scene))
     return images
 
@@ -200,27 +214,29 @@ DATASET_NAME = "TOY"
 TOY_PRESET = "toy"
 
 
-def split_folder_name(split: str, novel: bool) -> str:
-    """The metadata folder of a split: `test`, or `test-novel` for the novel-class images of test."""
-    return f"{split}-novel" if novel else split
+def split_folder_name(split: str, novel: bool, multi_instance: bool = False) -> str:
+    """The metadata folder of a split: `test`, `test-novel` for the novel-class images of test,
+    `test-multi` for its multi-instance images (`test-novel-multi` for both)."""
+    return split + ("-novel" if novel else "") + ("-multi" if multi_instance else "")
 
 
 def write_split(root: str | Path, split: str, n_images: int, seed: int = 0, novel: bool = False,
-                size: tuple[int, int] = (WORLD_SIDE, WORLD_SIDE)) -> Path:
+                size: tuple[int, int] = (WORLD_SIDE, WORLD_SIDE), multi_instance: bool = False) -> Path:
     """Write one split in the wsolevaluation layout (dataset TOY) under `root`; returns its metadata folder.
 
     `root/dataset/TOY/<class>/<file>.png` holds the images (an imagefolder tree too),
     `root/metadata/TOY/<split>/` the four metadata files, `root/metadata/TOY/class_names.txt` the class
     names in class-id order and `root/world.json` the base and novel classes and the toy preset's name.
     Calling it again for another split adds that split; the same split is rewritten identically.
+    `multi_instance` writes the 2–3-objects-per-label images of `split_images` to `<split>-multi`.
     """
     root = Path(root)
     width, height = size
     images_dir = root / "dataset" / DATASET_NAME
-    meta = root / "metadata" / DATASET_NAME / split_folder_name(split, novel)
+    meta = root / "metadata" / DATASET_NAME / split_folder_name(split, novel, multi_instance)
     meta.mkdir(parents=True, exist_ok=True)
     ids, labels, sizes, boxes = [], [], [], []
-    for item in split_images(split, n_images, seed=seed, novel=novel):
+    for item in split_images(split, n_images, seed=seed, novel=novel, multi_instance=multi_instance):
         image, objects = render_scene(item.scene, width, height)
         path = images_dir / item.image_id
         path.parent.mkdir(parents=True, exist_ok=True)
