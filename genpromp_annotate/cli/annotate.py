@@ -16,6 +16,8 @@ from genpromp_annotate.cli.options import (
     engine_options,
     model_options,
     pop_engine_options,
+    speed_from_options,
+    speed_options,
 )
 from genpromp_annotate.errors import GenprompError, TokenFileError
 
@@ -44,11 +46,13 @@ def _pick_token(tokens: dict[str, torch.Tensor], label: str, path: Path) -> tupl
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the results as JSON to this file.")
 @model_options
+@speed_options
 @engine_options
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 def localize_command(model_source: str, model_config: str | None, label: str, tokens_file: Path | None,
                      save_cams: Path | None, out_file: Path | None, device: str | None, dtype: str | None,
-                     batch_size: int, images: tuple[Path, ...], **kwargs) -> None:
+                     batch_size: int, images: tuple[Path, ...], compile_model: bool, channels_last: bool,
+                     **kwargs) -> None:
     """Boxes for IMAGE files of one LABEL, without a project or database.
 
     Prints one JSON entry per image — {"image", "label", "width", "height", "boxes": [{"x1", "y1",
@@ -60,6 +64,7 @@ def localize_command(model_source: str, model_config: str | None, label: str, to
       genpromp-annotate make-tiny-model /tmp/m
       genpromp-annotate localize --model /tmp/m --label cat --save-cams /tmp/c --out boxes.json a.jpg b.png
     """
+    from genpromp_annotate.engine.acceleration import accelerate
     from genpromp_annotate.engine.images import load_image
     from genpromp_annotate.engine.loading import load_stable_diffusion
     from genpromp_annotate.engine.localizer import Localizer
@@ -67,6 +72,7 @@ def localize_command(model_source: str, model_config: str | None, label: str, to
 
     config = config_from_options(**pop_engine_options(kwargs))
     model = load_stable_diffusion(model_source, device=device, dtype=dtype, single_file_config=model_config)
+    accelerate(model, speed_from_options(compile_model, channels_last))
     localizer = Localizer(model, config)
     if tokens_file is not None:
         token, vector = _pick_token(read_learned_embeds(tokens_file), label, tokens_file)
@@ -112,12 +118,13 @@ def localize_command(model_source: str, model_config: str | None, label: str, to
 @click.command("annotate")
 @click.argument("project")
 @model_options
+@speed_options
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after this many images.")
 @click.option("--force", is_flag=True, default=False,
               help="Annotate every image again (and retry images in error), even those already done.")
 @click.pass_context
 def annotate_command(ctx: click.Context, project: str, device: str | None, dtype: str | None, batch_size: int,
-                     limit: int | None, force: bool) -> None:
+                     limit: int | None, force: bool, compile_model: bool, channels_last: bool) -> None:
     """Boxes for every image of PROJECT that has none from the current model version.
 
     The model version names the base model, the learned concept tokens, the finetuned UNet and the
@@ -140,7 +147,8 @@ def annotate_command(ctx: click.Context, project: str, device: str | None, dtype
     from genpromp_annotate.project import annotate_project, build_localizer, pending_count
 
     store = open_project_store(ctx)
-    project_localizer = build_localizer(store, project, device=device, dtype=dtype)
+    project_localizer = build_localizer(store, project, device=device, dtype=dtype,
+                                        speed=speed_from_options(compile_model, channels_last))
     version = project_localizer.model_version
     model = project_localizer.localizer.model
     total = pending_count(store, project, version) if not force else None

@@ -93,3 +93,24 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ]):
         func = option(func)
     return func
+
+
+def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --compile and --channels-last (`speed_from_options` turns them into SpeedOptions)."""
+    for option in reversed([
+        click.option("--compile", "compile_model", is_flag=True, default=False,
+                     help="torch.compile the VAE encoder and the UNet's ResNet/feed-forward blocks (worth it on "
+                          "GPUs for long runs; the first batch pays the compilation). Falls back to eager code "
+                          "with a warning where compilation is unsupported."),
+        click.option("--channels-last", is_flag=True, default=False,
+                     help="Run the UNet and VAE in channels-last memory (often faster on GPUs)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def speed_from_options(compile_model: bool = False, channels_last: bool = False) -> Any:
+    """The SpeedOptions of --compile / --channels-last."""
+    from genpromp_annotate.engine.acceleration import SpeedOptions
+
+    return SpeedOptions(compile=compile_model, channels_last=channels_last)

@@ -33,9 +33,14 @@ class ProjectLocalizer:
 
 def build_localizer(store: Store, project_name: str, device: str | None = None, dtype: str | None = None,
                     model: Any = None, config: LocalizeConfig | None = None,
-                    min_score: float = 0.0) -> ProjectLocalizer:
+                    min_score: float = 0.0, speed: Any = None) -> ProjectLocalizer:
     """The project's base model (or `model`, e.g. an already loaded copy, never modified), its selected
-    finetuned UNet, the concept tokens of every trained category, and the model version (recorded)."""
+    finetuned UNet, the concept tokens of every trained category, and the model version (recorded).
+
+    Args:
+        speed: `engine.acceleration.SpeedOptions` (--compile, --channels-last), applied to the model in place.
+    """
+    from genpromp_annotate.engine.acceleration import accelerate
     from genpromp_annotate.engine.loading import load_stable_diffusion, weights_digest
     from genpromp_annotate.engine.localizer import Localizer
 
@@ -52,6 +57,8 @@ def build_localizer(store: Store, project_name: str, device: str | None = None, 
         # A copy of the model record around the project's UNet: `model` may be shared by other projects.
         model = dataclasses.replace(model, unet=load_finetuned_unet(model, snapshot.unet_path))
         unet_id = snapshot.unet_digest or weights_digest(model.unet)
+    if speed is not None:
+        accelerate(model, speed)
     localizer = Localizer(model, config)
     for name, word in forced.items():
         localizer.set_meta_word(name, word)

@@ -33,6 +33,18 @@ def test_localize_writes_boxes_and_cams(tiny_model_dir, make_image, tmp_path):
         assert cam.shape == (512, 512) and cam.dtype == np.float32 and cam.min() == 0 and cam.max() == 1
 
 
+def test_compile_and_channels_last_give_the_same_boxes(tiny_model_dir, make_image, tmp_path, monkeypatch):
+    image = make_image("a.jpg", size=(320, 200), seed=1)
+    base = ["localize", "--model", str(tiny_model_dir), "--label", "cat", str(image)]
+    plain = CliRunner().invoke(cli, base + ["--out", str(tmp_path / "plain.json")])
+    monkeypatch.setenv("GENPROMP_COMPILE_BACKEND", "eager")  # dynamo without a C++ build: fast in tests
+    fast = CliRunner().invoke(cli, base + ["--compile", "--channels-last", "--out", str(tmp_path / "fast.json")])
+    assert plain.exit_code == 0 and fast.exit_code == 0, fast.output
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())[0]["boxes"] for n in ("plain", "fast"))
+    assert len(a) == len(b) == 1
+    assert all(abs(a[0][k] - b[0][k]) <= 1 for k in ("x1", "y1", "x2", "y2"))
+
+
 def test_bad_image_is_reported_and_the_rest_goes_on(tiny_model_dir, make_image, tmp_path):
     good = make_image("good.jpg")
     empty = tmp_path / "empty.jpg"

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from genpromp_annotate.engine import cpu
-from genpromp_annotate.engine.loading import CPU_DTYPE_ENV, choose_dtype, default_cpu_dtype, load_stable_diffusion
+from genpromp_annotate.engine.loading import (
+    CPU_DTYPE_ENV,
+    choose_dtype,
+    default_cpu_dtype,
+    load_stable_diffusion,
+)
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.errors import ModelLoadError
 from genpromp_annotate.presets import preset
