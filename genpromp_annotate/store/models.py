@@ -1,5 +1,5 @@
 """The typed ORM of the project store: Project, Category, TrainingRun, Image, Prediction, Annotation,
-ModelVersion.
+ModelVersion, StoredScoreCalibration.
 
 Every timestamp is naive UTC (`utc_now()`): SQLite has no time zones and the same rows must compare
 equally on PostgreSQL. A change here needs a migration (`alembic revision --autogenerate`), a
@@ -229,3 +229,24 @@ class ModelVersion(Base):
     unet: Mapped[str] = mapped_column(String(64))  # finetune digest or "base"
     settings_key: Mapped[str] = mapped_column(Text)  # LocalizeConfig.box_settings_key
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)
+
+
+class StoredScoreCalibration(Base):
+    """How a model version's raw box scores map to P(IoU ≥ 0.5), fitted on human boxes.
+
+    Keyed by the version name (as predictions are), not by a model_versions row: a version served by
+    the Label Studio backend need not be recorded there. Fitting again replaces the row.
+    """
+
+    __tablename__ = "score_calibrations"
+    __table_args__ = (UniqueConstraint("project_id", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    model_version: Mapped[str] = mapped_column(String(100))
+    # evaluation.calibration.ScoreCalibration.as_dict(): format, knots (scores → probabilities), prior
+    knots: Mapped[dict[str, Any]] = mapped_column(JSON)
+    boxes: Mapped[int] = mapped_column(Integer)  # predicted boxes it was fitted on
+    hits: Mapped[int] = mapped_column(Integer)  # of which IoU ≥ 0.5 with a human box of their label
+    fitted_from: Mapped[str] = mapped_column(String(40))  # "stored boxes" | "re-calibration maps"
+    fitted_at: Mapped[datetime] = mapped_column(DateTime, default=utc_now)

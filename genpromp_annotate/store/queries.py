@@ -1,4 +1,5 @@
-"""The named queries of the workflow: projects, categories and embeddings, runs, images, claims, predictions.
+"""The named queries of the workflow: projects, categories and embeddings, runs, images, claims, predictions,
+score calibrations.
 
 Every function takes an open Session (from `Store.read()` / `Store.write()`) and leaves committing to
 the caller. Functions that write must run inside `Store.write()` (SQLite's BEGIN IMMEDIATE).
@@ -30,6 +31,7 @@ from genpromp_annotate.store.models import (
     ModelVersion,
     Prediction,
     Project,
+    StoredScoreCalibration,
     TrainingRun,
     image_labels,
     utc_now,
@@ -495,6 +497,55 @@ def readable_image_uris_by_category(session: Session, project: Project) -> dict[
     for category_id, uri in rows:
         found.setdefault(int(category_id), []).append(uri)
     return found
+
+
+def model_boxes_on_human_annotated_images(session: Session, project: Project, model_version: str) -> list[Prediction]:
+    """The model boxes of `model_version` on images that have a human box, category loaded, in image order."""
+    reviewed = (select(Prediction.image_id).join(Image, Image.id == Prediction.image_id)
+                .where(Image.project_id == project.id, Prediction.source == "human"))
+    return list(session.scalars(select(Prediction).where(Prediction.model_version == model_version,
+                                                         Prediction.source == "model",
+                                                         Prediction.image_id.in_(reviewed))
+                                .options(selectinload(Prediction.category))
+                                .order_by(Prediction.image_id, Prediction.id)))
+
+
+# ---- score calibrations ---------------------------------------------------------------------------
+def score_calibration(session: Session, project: Project, model_version: str) -> StoredScoreCalibration | None:
+    return session.scalar(select(StoredScoreCalibration).where(StoredScoreCalibration.project_id == project.id,
+                                                               StoredScoreCalibration.model_version == model_version))
+
+
+def score_calibrations(session: Session, project: Project,
+                       model_versions: Sequence[str] | None = None) -> dict[str, StoredScoreCalibration]:
+    """model version → its stored calibration (of `model_versions` only, when given)."""
+    query = select(StoredScoreCalibration).where(StoredScoreCalibration.project_id == project.id)
+    if model_versions is not None:
+        query = query.where(StoredScoreCalibration.model_version.in_(list(model_versions)))
+    return {row.model_version: row for row in session.scalars(query)}
+
+
+def save_score_calibration(session: Session, project: Project, model_version: str, knots: Mapping[str, Any],
+                           boxes: int, hits: int, fitted_from: str) -> StoredScoreCalibration:
+    """Store (or replace) the calibration of one model version (call inside `Store.write()`)."""
+    values = {"knots": dict(knots), "boxes": int(boxes), "hits": int(hits), "fitted_from": fitted_from,
+              "fitted_at": utc_now()}
+    row = score_calibration(session, project, model_version)
+    if row is None:
+        try:
+            # A savepoint: two processes may fit one version at once (PostgreSQL); the later fit wins.
+            with session.begin_nested():
+                row = StoredScoreCalibration(project_id=project.id, model_version=model_version, **values)
+                session.add(row)
+            return row
+        except IntegrityError:
+            row = score_calibration(session, project, model_version)
+            if row is None:
+                raise
+    for name, value in values.items():
+        setattr(row, name, value)
+    session.flush()
+    return row
 
 
 # ---- training runs: status ------------------------------------------------------------------------------
