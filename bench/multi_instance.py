@@ -11,7 +11,8 @@ with a filter relative to the image's best box (box area, or contour score). Eac
 is chosen on a *val* split by F1 of one-to-one matched boxes (IoU ≥ 0.5, `evaluation/instances.py`),
 never on test. On test: recall = matched GT / GT, precision = matched boxes / boxes, F1, boxes per
 image, and GT-known (any box of the image hits one of its GT boxes, the project's usual rule). Test's
-false positives are split into boxes on a distractor, boxes over several objects, and the rest.
+false positives are split into boxes on a distractor, over several objects, on one object but loose (a
+part or a duplicate), and elsewhere.
 
 Two image sets, both of the base classes: multi-instance images (2–3 objects of the label's class, half
 the time a distractor of another class; `split_images(..., multi_instance=True)`) and, as a reference,
@@ -65,9 +66,9 @@ class BoxCache:
     """Each map's boxes at each τ of the grid under the three base rules, computed once for all rows."""
 
     def __init__(self, maps: np.ndarray):
-        self.single = [[as_array(boxes_from_map(m, t)) for t in TAU_GRID] for m in maps]
-        self.every = [[as_array(boxes_from_map(m, t, True, 0.0)) for t in TAU_GRID] for m in maps]
-        self.engine = [[as_array(boxes_from_map(m, t, True, ENGINE_MIN_AREA)) for t in TAU_GRID] for m in maps]
+        settings = {"single": (False, 0.0), "every": (True, 0.0), "engine": (True, ENGINE_MIN_AREA)}
+        self.boxes = {name: [[as_array(boxes_from_map(m, t, multi, area)) for t in TAU_GRID] for m in maps]
+                      for name, (multi, area) in settings.items()}
 
 
 def relative_area(boxes: np.ndarray, fraction: float) -> np.ndarray:
@@ -85,7 +86,7 @@ def relative_score(boxes: np.ndarray, fraction: float) -> np.ndarray:
     return boxes[boxes[:, 4] >= fraction * boxes[:, 4].max()]
 
 
-# name → (cache attribute, filter or None): every rule the table shows
+# name → (BoxCache base rule, filter or None): every rule the table shows
 Rule = tuple[str, Callable[[np.ndarray, float], np.ndarray] | None]
 RULES: dict[str, Rule] = {
     "single box (paper)": ("single", None),
@@ -97,19 +98,22 @@ RULES: dict[str, Rule] = {
 
 
 def rule_boxes(cache: BoxCache, rule: Rule, t: int, fraction: float) -> list[np.ndarray]:
-    attribute, keep = rule
-    per_image = [boxes[t] for boxes in getattr(cache, attribute)]
+    base, keep = rule
+    per_image = [boxes[t] for boxes in cache.boxes[base]]
     return [keep(b, fraction) if keep else b for b in per_image]
 
 
 def false_positive_kind(box: np.ndarray, gts: np.ndarray, others: np.ndarray) -> str:
-    """Why an unmatched box is wrong: on another class's object (IoU ≥ 0.5), over several of the label's
-    objects (> 30 % of two or more, the M-Ins rule of loc_metrics) or anything else (part, duplicate, background)."""
+    """Why an unmatched box is wrong, first rule that holds: on another class's object (IoU ≥ 0.5); over
+    several of the label's objects (> 30 % of two or more, the M-Ins rule of loc_metrics); on one of them
+    but loose, a part or a duplicate (IoU > 0); anywhere else (background, a distractor's part)."""
     if len(others) and float(iou_inclusive(box, others).max()) >= 0.5:
         return "on_distractor"
     if int((intersection_areas(box, gts)[0] / box_areas(gts) > 0.3).sum()) > 1:
         return "merged"
-    return "other"
+    if float(iou_inclusive(box, gts).max()) > 0:
+        return "part_or_duplicate"
+    return "elsewhere"
 
 
 def score(boxes: list[np.ndarray], gts: list[np.ndarray], others: list[np.ndarray] | None = None) -> dict[str, Any]:
@@ -117,7 +121,7 @@ def score(boxes: list[np.ndarray], gts: list[np.ndarray], others: list[np.ndarra
     other classes' boxes `others`, the false positives by kind."""
     counts = InstanceCounts(0, 0, 0)
     hits = 0
-    kinds = {"on_distractor": 0, "merged": 0, "other": 0}
+    kinds = {"on_distractor": 0, "merged": 0, "part_or_duplicate": 0, "elsewhere": 0}
     for i, (b, gt) in enumerate(zip(boxes, gts)):
         pairs = matched_pairs(b[:, :4], gt)
         counts = counts + InstanceCounts(len(pairs), len(b), len(gt))
@@ -173,7 +177,7 @@ def evaluate_set(name: str, loc: Localizer, val: Split, test: Split) -> list[dic
     print(f"\n{name}: {len(val.items)} val / {len(test.items)} test images, {sum(map(len, test.gts))} test GT "
           f"objects (maps and boxes in {time.perf_counter() - started:.0f} s)")
     print(f"  {'rule':<34} {'τ_val':>5} {'f':>4} {'recall':>7} {'prec.':>7} {'F1':>6} {'boxes':>6} {'GT-known':>8}"
-          "  false positives: distractor / merged / other")
+          "  false positives: distractor / merged / part-dup / elsewhere")
     others = other_class_boxes(test)
     rows = []
     for rule_name, rule in RULES.items():
