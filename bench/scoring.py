@@ -2,8 +2,8 @@
 and the Loc τ sweep (the map quantised once, contours once per distinct cut, no box score) vs
 `boxes_from_map` at every τ. Same run.
 
-The maps are smooth random blobs (one to three per image, 512×512, stored as the benchmark's float16
-`.npz` cache entries), like the engine's maps; GT boxes sit on the strongest blob.
+The maps are smooth random blobs (one to three per image, 512×512, stored in the benchmark's float16
+map cache), like the engine's maps; GT boxes sit on the strongest blob.
 
     python bench/scoring.py                       # 400 images, workers = every core
     python bench/scoring.py --images 2000 --workers 8
@@ -58,6 +58,7 @@ def make_maps(folder: Path, count: int) -> tuple[list[EvalRecord], list[str], Ca
         cache.save(image_id, map_, f"class {i % 10}", width, height)
         records.append(EvalRecord(image_id, folder / image_id, i % 10, None, box, None, image_id))
         labels.append(f"class {i % 10}")
+    cache.flush()
     return records, labels, CachedMaps(cache)
 
 

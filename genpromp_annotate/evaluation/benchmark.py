@@ -1,7 +1,7 @@
 """A whole benchmark run: `run_benchmark(BenchmarkRequest(...))` → the report (and the files it asks for).
 
 The steps, each in its own module: the images (`datasets.py`), the classifier's rankings (`classifier.py`),
-the maps (`map_sources.py`: the engine through the per-image cache, or a folder of saved maps), τ of the
+the maps (`map_sources.py`: the engine through the map cache, or a folder of saved maps), τ of the
 Loc metrics (given, calibrated on another split, or the preset's), the scores (`scoring.py`) and the
 report files (`report.py`, `grid.py`). The `benchmark` command only turns its options into a request.
 

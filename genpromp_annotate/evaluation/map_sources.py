@@ -118,8 +118,8 @@ class CachedMaps:
     def load(self, record: EvalRecord, label: str | None = None) -> LoadedMap:
         entry = self.cache.load(record.image_id)
         if label is not None and entry.label != label:
-            raise ConfigError(f"{self.cache.path_for(record.image_id)}: cached for label {entry.label!r}, the dataset "
-                              f"says {label!r}; rerun with --overwrite")
+            raise ConfigError(f"{self.cache.path_for(record.image_id)} (map of {record.image_id!r}): cached for label "
+                              f"{entry.label!r}, the dataset says {label!r}; rerun with --overwrite")
         return LoadedMap(entry.map, entry.map, entry.width, entry.height)
 
 
@@ -230,9 +230,11 @@ class MapProducer:
 
     def fill_cache(self, cache: MapCache, todo: Sequence[tuple[EvalRecord, str]], batch_size: int,
                    progress: Callable[[int], None] | None = None, loaders: int = 4) -> list[tuple[str, str]]:
-        """Localize `(record, label)` pairs batch by batch, storing each map as soon as it exists.
+        """Localize `(record, label)` pairs batch by batch, saving each map as soon as it exists.
 
-        `loaders` threads decode the next batch's images while the model works on this one.
+        `loaders` threads decode the next batch's images while the model works on this one. The cache is
+        flushed at the end, on an error and on Ctrl-C too, so only a killed process loses maps (at most
+        one shard's worth).
         Returns (image id, error) of the images that could not be read; the others are all cached.
         """
         failed: list[tuple[str, str]] = []
@@ -241,7 +243,8 @@ class MapProducer:
         localizer = self.localizer([label for _, label in todo])
         cache.write_manifest(self.manifest())
         chunks = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-        with ThreadPoolExecutor(max(1, loaders), thread_name_prefix="image-decode") as decode, \
+        # `cache` is left last: its flush runs after the threads stop, on errors and Ctrl-C too
+        with cache, ThreadPoolExecutor(max(1, loaders), thread_name_prefix="image-decode") as decode, \
                 ThreadPoolExecutor(1, thread_name_prefix="batch-prefetch") as prefetch:
             pending = prefetch.submit(_load_chunk, decode, chunks[0])
             for index, chunk in enumerate(chunks):

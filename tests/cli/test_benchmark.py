@@ -162,9 +162,10 @@ def test_numbers_match_the_evaluation_functions_on_the_cached_maps(cub_run):
 @pytest.mark.slow  # shares the module's CUB run (4 images through the tiny model)
 def test_limit_is_stratified_and_resume_does_not_recompute(cub_run):
     assert sorted(cub_run["first_labels"]) == CLASSES  # --limit 2: one image of each class, not the first two
-    assert cub_run["second_computed"] == 2 and len(cub_run["mtimes"]) == 2
+    assert cub_run["second_computed"] == 2 and len(cub_run["mtimes"]) == 1  # the first run's 2 maps: one shard
     for path, mtime in cub_run["mtimes"].items():
         assert os.stat(path).st_mtime_ns == mtime  # the --limit 2 maps were not rewritten
+    assert len(list((cub_run["maps_dir"] / cub_run["version"] / "shards").glob("shard-*.npz"))) == 2  # + the resume's
 
 
 @pytest.mark.slow  # shares the module's CUB run (4 images through the tiny model)
@@ -274,11 +275,11 @@ def indicator_512(width, height, extra=None):
 def fill_cub_cache(root, maps_dir, split="test", extra=None):
     records = read_cub(root, split)
     version = maps_version("no-such-model", "none", preset("cub-paper"), meta_words={"*": "bird"})
-    cache = MapCache(maps_dir, version)
-    for record in records:
-        width, height = Image.open(record.path).size
-        label = record.image_id.split("/")[0]  # the class folder
-        cache.save(record.image_id, indicator_512(width, height, extra), label, width, height)
+    with MapCache(maps_dir, version) as cache:
+        for record in records:
+            width, height = Image.open(record.path).size
+            label = record.image_id.split("/")[0]  # the class folder
+            cache.save(record.image_id, indicator_512(width, height, extra), label, width, height)
     return version
 
 
@@ -387,11 +388,11 @@ def test_imagenet_layout_from_cached_maps_with_a_classifier(tmp_path):
     rels = ["n01440764/ILSVRC2012_val_00000001.JPEG", "n01443537/ILSVRC2012_val_00000002.JPEG"]
     (root / "val_folder_new.txt").write_text(f"{rels[0]} 0 10 10 59 59\n{rels[1]} 1 0 0 99 99 20 20 40 40\n")
     version = maps_version("m", "none", preset("imagenet-paper"))
-    cache = MapCache(tmp_path / "maps", version)
     indicator = np.zeros((512, 512), dtype=np.float32)
     indicator[51:307, 51:307] = 1.0  # [y][x]: GT [10, 10, 59, 59] of a 100×100 image in the 512 frame
-    for rel, label in zip(rels, ["tench, Tinca tinca", "goldfish, Carassius auratus"]):
-        cache.save(rel, indicator, label, 100, 100)
+    with MapCache(tmp_path / "maps", version) as cache:
+        for rel, label in zip(rels, ["tench, Tinca tinca", "goldfish, Carassius auratus"]):
+            cache.save(rel, indicator, label, 100, 100)
     preds = {"n01440764/ILSVRC2012_val_00000001": {"pred_scores": [0.2, 0.8]},
              "n01443537/ILSVRC2012_val_00000002": {"pred_scores": [0.2, 0.8]}}
     (tmp_path / "preds.json").write_text(json.dumps(preds))

@@ -92,8 +92,34 @@ def test_cached_maps_check_the_label(tmp_path):
     loaded = CachedMaps(cache).load(record("a/b.jpg"), label="cat")
     assert loaded.raw is loaded.frame and loaded.frame.shape == (8, 8)  # stored in the engine frame already
     assert (loaded.width, loaded.height) == (320, 200)
-    with pytest.raises(ConfigError, match="b.jpg.npz: cached for label 'cat', the dataset says 'dog'"):
+    with pytest.raises(ConfigError, match=r"shards/shard-.*\.npz \(map of 'a/b.jpg'\): cached for label 'cat', the "
+                                          "dataset says 'dog'"):
         CachedMaps(cache).load(record("a/b.jpg"), label="dog")
+
+
+def test_fill_cache_keeps_the_maps_made_before_ctrl_c(tmp_path, make_image):
+    """Ctrl-C in the third batch: the four maps of the first two are in a shard, though the shard was not full."""
+    from genpromp_annotate.evaluation.map_sources import MapProducer
+    from genpromp_annotate.presets import LocalizeConfig
+
+    class Interrupted:  # stands in for the Localizer
+        calls = 0
+
+        def compute_maps(self, images, labels):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return torch.full((len(images), 8, 8), 0.5)
+
+    todo = [(record(f"{i}.png", make_image(f"{i}.png", size=(30, 20), folder=tmp_path / "images"), size=None), "cat")
+            for i in range(8)]
+    producer = MapProducer("no-model", LocalizeConfig())
+    producer._localizer = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        producer.fill_cache(MapCache(tmp_path / "maps", producer.version, shard_size=100), todo, batch_size=2)
+    reopened = MapCache(tmp_path / "maps", producer.version)
+    assert reopened.image_ids() == ["0.png", "1.png", "2.png", "3.png"]
+    assert (reopened.load("3.png").width, reopened.load("3.png").height) == (30, 20)
 
 
 def test_match_tokens_by_class_name():
