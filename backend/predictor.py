@@ -18,6 +18,7 @@ from genpromp_annotate.labelstudio.media import MediaFetcher
 from genpromp_annotate.labelstudio.regions import region_from_box
 from genpromp_annotate.labelstudio.tasks import StoredBox, resolve_weak_label, weak_label_of
 from genpromp_annotate.log import get_logger
+from genpromp_annotate.project.scores import calibrated_box
 from genpromp_annotate_backend.projects import ProjectBackend
 
 logger = get_logger(__name__)
@@ -76,7 +77,11 @@ class Predictor:
     def predict(self, tasks: Sequence[dict[str, Any]], setup: LabelingSetup, project: ProjectBackend,
                 fetcher: MediaFetcher | None = None) -> PredictOutcome:
         """One entry per task, in order: `{"model_version", "score", "result": [regions]}`; a task that
-        cannot be predicted (no weak label, bad image) gets `{"result": []}` and a logged reason."""
+        cannot be predicted (no weak label, bad image) gets `{"result": []}` and a logged reason.
+
+        Scores sent are calibrated where the version has a score calibration; the store keeps raw ones
+        (a calibration can be fitted again), and `min_score` filters on the raw score (part of the version).
+        """
         started = time.perf_counter()
         fetcher = fetcher or self.fetcher
         localizer, model_version, shared = project.localizer(setup.settings)
@@ -113,13 +118,16 @@ class Predictor:
                 located = localizer.localize([j.image for j in ready if j.image is not None], [j.category for j in ready],
                                              batch_size=self.batch_size)
             min_score = setup.settings.min_score
+            # Label Studio sorts by prediction score: calibrated (P(IoU ≥ 0.5)) puts the least certain first
+            calibration = project.score_calibration(model_version)
             for job, found in zip(ready, located):
                 # score 0 is the "nothing above the threshold" placeholder box: no detection
                 boxes = [b for b in found.boxes if b.score > 0.0 and b.score >= min_score]
+                shown = [calibrated_box(b, calibration) for b in boxes]
                 regions = [region_from_box(b, found.width, found.height, job.label, setup.from_name, setup.to_name)
-                           for b in boxes]
+                           for b in shown]
                 results[job.index] = {"model_version": model_version,
-                                      "score": max((b.score for b in boxes), default=0.0),
+                                      "score": max((b.score for b in shown), default=0.0),
                                       "result": regions}
                 stored.extend(StoredBox(job.image_value, job.category, b, r["id"], job.path, (found.width, found.height))
                               for b, r in zip(boxes, regions))

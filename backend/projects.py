@@ -13,6 +13,7 @@ import torch
 
 from genpromp_annotate.engine.loading import StableDiffusion, load_stable_diffusion, weights_digest
 from genpromp_annotate.engine.localizer import Localizer
+from genpromp_annotate.evaluation.calibration import ScoreCalibration
 from genpromp_annotate.labelstudio.label_config import ProjectSettings
 from genpromp_annotate.labelstudio.tasks import StoredBox
 from genpromp_annotate.log import get_logger
@@ -73,6 +74,9 @@ class ProjectBackend(Protocol):
     def localizer(self, settings: ProjectSettings) -> tuple[Localizer, str, SharedModel]:
         """A Localizer with the settings applied, its model version, and the shared model behind it."""
 
+    def score_calibration(self, model_version: str) -> ScoreCalibration | None:
+        """The version's raw score → P(IoU ≥ 0.5) map, fitted on human boxes; None: send raw scores."""
+
     def record_predictions(self, model_version: str, boxes: Sequence[StoredBox]) -> None:
         """Keep model boxes in the store (no-op without one)."""
 
@@ -132,6 +136,9 @@ class ModelProject:
         with self.shared.lock:
             loc = self._build(self.config_for(settings))
         return loc, self.model_version(settings), self.shared
+
+    def score_calibration(self, model_version: str) -> ScoreCalibration | None:
+        return None  # fitted on stored human boxes: a project without a store has none
 
     def record_predictions(self, model_version: str, boxes: Sequence[StoredBox]) -> None:
         logger.debug("project %s has no store: %d predicted box(es) not kept", self.name, len(boxes))

@@ -10,6 +10,8 @@ from typing import Any
 
 from genpromp_annotate import project as gp
 from genpromp_annotate.engine.localizer import Localizer
+from genpromp_annotate.errors import GenprompError
+from genpromp_annotate.evaluation.calibration import ScoreCalibration
 from genpromp_annotate.labelstudio.label_config import ProjectSettings
 from genpromp_annotate.labelstudio.media import MediaFetcher, durable_uri
 from genpromp_annotate.labelstudio.tasks import (
@@ -74,6 +76,9 @@ class StoreProject:
                 self._localizers = {version: loc}  # older versions are stale: their tokens were overwritten
         return loc, version, shared
 
+    def score_calibration(self, model_version: str) -> ScoreCalibration | None:
+        return gp.load_score_calibration(self.store, self.name, model_version)
+
     def record_predictions(self, model_version: str, boxes: Sequence[StoredBox]) -> None:
         by_image: dict[str, list[StoredBox]] = {}
         for box in boxes:
@@ -107,8 +112,20 @@ class StoreProject:
             return gp.train_missing_tokens(self.store, self.name, self.train_options, shared.model,
                                            device=self.device, dtype=self.dtype)
 
+    def calibrate_served_scores(self, settings: ProjectSettings) -> dict[str, Any]:
+        """Re-calibration fits the project's own new version; a Label Studio config that overrides settings
+        serves another version, fitted here from its stored /predict boxes when there are enough."""
+        served = self.model_version(settings)
+        if served == gp.current_model_version(self.store, self.name):
+            return {"fitted": False, "reason": f"{served} is the project's own version (see calibration.scores)"}
+        try:
+            return gp.calibrate_scores(self.store, self.name, served).report()
+        except GenprompError as exc:
+            return {"fitted": False, "model_version": served, "reason": str(exc)}
+
     def improve(self, settings: ProjectSettings) -> dict[str, Any]:
         with self._improve_lock:
             report: dict[str, Any] = {"tokens": self.train_missing_tokens(), "calibration": self.recalibrate(settings)}
+            report["served_scores"] = self.calibrate_served_scores(settings)
             report["model_version"] = self.model_version(settings)
             return report

@@ -203,7 +203,8 @@ def test_load_boxes_one_row_per_box_and_unannotated_images(db, project, tiny_mod
     annotate_project(db, project, runner, limit=2)
     frame = load_boxes_frame(db, project)
     assert list(frame.columns) == ["image_uri", "width", "height", "label", "x1", "y1", "x2", "y2", "score",
-                                   "model_version"]
+                                   "model_version", "calibrated_score"]
+    assert frame["calibrated_score"].isna().all()  # no calibration fitted for the version
     assert len(frame) == 3 and frame["x1"].isna().sum() == 1
     assert set(frame["model_version"].dropna()) == {runner.model_version}
     assert (frame["width"] == 96).all() and (frame["label"] == "cat").all()

@@ -59,7 +59,10 @@ def import_command(ctx: click.Context, project: str, source: Path, fmt: str, spl
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True, help="Output format.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True,
               help="Output file (csv, parquet, coco, label-studio) or folder (yolo, voc).")
-@click.option("--min-score", type=float, default=None, help="Leave out boxes scored below this.")
+@click.option("--min-score", type=float, default=None,
+              help="Leave out boxes scored below this, in [0, 1]. A box of a model version with a score "
+                   "calibration (`calibrate-scores`) is compared by its calibrated score, P(IoU ≥ 0.5 with a "
+                   "true object); other boxes by their raw score. Human boxes are always kept.")
 @click.option("--model-version", default=None,
               help="Boxes of this model version ('all' for every version) [the latest one].")
 @click.option("--source", "box_source", type=click.Choice(["model", "human", "all"]), default="model",
@@ -70,8 +73,9 @@ def export_command(ctx: click.Context, project: str, fmt: str, out: Path, min_sc
     """Write the boxes of PROJECT in a detector's training format.
 
     csv/parquet: one row per box (image_uri, width, height, label, x1, y1, x2, y2, score,
-    model_version; original pixels). coco: one JSON file. yolo: labels/*.txt + classes.txt. voc: one
-    XML per image. label-studio: tasks with `predictions`, ready to import.
+    model_version, calibrated_score; original pixels). coco: one JSON file. yolo: labels/*.txt +
+    classes.txt. voc: one XML per image. label-studio: tasks with `predictions`, ready to import (their
+    scores calibrated where the version has a calibration, so sorting by score shows the least sure first).
 
     \b
     Example:
@@ -79,7 +83,7 @@ def export_command(ctx: click.Context, project: str, fmt: str, out: Path, min_sc
       genpromp-annotate export birds --format yolo --out yolo/
       genpromp-annotate export birds --format label-studio --out tasks.json
     """
-    from genpromp_annotate.exports import export_boxes
+    from genpromp_annotate.exports import export_boxes, filter_boxes
     from genpromp_annotate.project import load_boxes_frame
     from genpromp_annotate.store import queries as q
 
@@ -88,8 +92,7 @@ def export_command(ctx: click.Context, project: str, fmt: str, out: Path, min_sc
         categories = [c.name for c in q.list_categories(session, q.get_project(session, project))]
     boxes = load_boxes_frame(store, project, model_version=model_version, source=box_source)
     written = export_boxes(boxes, fmt, out, categories=categories, min_score=min_score)
-    n_boxes = int(boxes["x1"].notna().sum()) if min_score is None else \
-        int((boxes["score"] >= min_score).sum())
+    n_boxes = int(filter_boxes(boxes, min_score=min_score)["x1"].notna().sum())
     versions = sorted(str(v) for v in boxes["model_version"].dropna().unique())
     paths = written if isinstance(written, list) else [written]
     where = paths[0] if len(paths) == 1 else f"{out} ({len(paths)} files)"

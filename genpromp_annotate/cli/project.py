@@ -1,4 +1,5 @@
-"""Project commands: init, labels, status (and `open_project_store`, used by every store command)."""
+"""Project commands: init, labels, status, calibrate-scores (and `open_project_store`, used by every store
+command)."""
 
 from __future__ import annotations
 
@@ -190,7 +191,62 @@ def status_command(ctx: click.Context, project: str) -> None:
                        f"{v.parts.settings_key}")
 
 
+def _echo_reliability(title: str, rows) -> None:  # rows: list[evaluation.calibration.ReliabilityBin]
+    click.echo(title)
+    click.echo(f"    {'score':<9} {'boxes':>6} {'mean score':>11} {'hit rate':>9}")
+    for row in rows:
+        mean = "-" if row.mean_score is None else f"{row.mean_score:.3f}"
+        rate = "-" if row.hit_rate is None else f"{row.hit_rate:.3f}"
+        click.echo(f"    {row.low:.1f}-{row.high:.1f}   {row.count:>6} {mean:>11} {rate:>9}")
+
+
+@click.command("calibrate-scores")
+@click.argument("project")
+@click.option("--model-version", default=None,
+              help="The version whose boxes to calibrate [the current one: what `annotate` would make now].")
+@click.option("--min-boxes", type=click.IntRange(min=1), default=None,
+              help="Refuse to fit on fewer boxes of the version on human-annotated images [20].")
+@click.option("--prior", type=click.FloatRange(min=0.0), default=None,
+              help="Pseudo-boxes pulling each step of the fit toward the overall hit rate, so that a few boxes "
+                   "never give 0 or 1 [2]; 0 = plain isotonic regression.")
+@click.pass_context
+def calibrate_scores_command(ctx: click.Context, project: str, model_version: str | None, min_boxes: int | None,
+                             prior: float | None) -> None:
+    """Turn a model version's box scores into probabilities, fitted on the human boxes of PROJECT.
+
+    A raw box score is the mean map value inside the box: higher means surer, but 0.6 is not "right 60 %
+    of the time". This command pairs the version's boxes with the human boxes of the same images
+    (Label Studio annotations, stored by `pull` or the backend's webhook): a box is a hit when its IoU
+    with a human box of its label is at least 0.5. An isotonic regression of hit on score (monotone:
+    a higher raw score never gets a lower probability) is stored for that version, and then
+    `export --min-score`, the csv/parquet `calibrated_score` column, `push` and the backend's /predict
+    use P(IoU ≥ 0.5) instead of the raw score: Label Studio's sort by prediction score puts the least
+    certain boxes first. The reliability table (per score bin: boxes, mean score, fraction of hits) is
+    printed before and after; ECE is their size-weighted mean gap (0 = calibrated). The backend fits
+    the new version itself whenever it re-calibrates τ.
+
+    \b
+    Example:
+      genpromp-annotate pull birds --ls-url http://localhost:8080 --ls-project 3
+      genpromp-annotate calibrate-scores birds
+      genpromp-annotate export birds --format coco --out birds.json --min-score 0.8
+    """
+    from genpromp_annotate.project import DEFAULT_MIN_BOXES, calibrate_scores
+    from genpromp_annotate.project.scores import DEFAULT_PRIOR
+
+    store = open_project_store(ctx)
+    fit = calibrate_scores(store, project, model_version, DEFAULT_MIN_BOXES if min_boxes is None else min_boxes,
+                           DEFAULT_PRIOR if prior is None else prior)
+    click.echo(f"project {project}, model version {fit.model_version}: {fit.scores.size} boxes on human-annotated "
+               f"images, {int(fit.hits.sum())} hits (IoU >= 0.5 with a human box of their label)")
+    _echo_reliability(f"  before (raw score), ECE {fit.ece(False):.3f}:", fit.table(calibrated=False))
+    _echo_reliability(f"  after (calibrated), ECE {fit.ece(True):.3f} (on the boxes it was fitted on):",
+                      fit.table(calibrated=True))
+    click.echo(f"stored: export --min-score, push and /predict now use the calibrated score of {fit.model_version}")
+
+
 def register(group: click.Group) -> None:
     group.add_command(init_command)
     group.add_command(labels_command)
     group.add_command(status_command)
+    group.add_command(calibrate_scores_command)

@@ -2,7 +2,8 @@
 
 A task is `{"data": {"image": uri, "label": category}, "predictions": [prediction, ...]}` with one
 prediction per model_version of the image's boxes:
-`{"model_version": str, "score": float, "result": [region, ...]}`. Regions are rectanglelabels in percent
+`{"model_version": str, "score": float, "result": [region, ...]}` (scores calibrated where the table has
+`calibrated_score`). Regions are rectanglelabels in percent
 of the original size, top-left anchored, with `original_width/height` (Label Studio's COCO/VOC exports
 need them). An image without a box gets `"predictions": []`.
 """
@@ -47,12 +48,14 @@ def rectangle_region(x1: float, y1: float, x2: float, y2: float, label: str, sco
 def region_from_box(box: ExportBox, width: int, height: int, from_name: str = "label",
                     to_name: str = "image") -> dict:
     """The region of one exported box."""
-    return rectangle_region(box.x1, box.y1, box.x2, box.y2, box.label, box.score, width, height, from_name, to_name)
+    return rectangle_region(box.x1, box.y1, box.x2, box.y2, box.label, box.confidence, width, height, from_name,
+                            to_name)
 
 
 def task_from_image(image: ExportImage, from_name: str = "label", to_name: str = "image",
                     data_key: str = "image", label_key: str | None = "label") -> dict:
-    """The Label Studio task of one image; its prediction score is the best box score of that version."""
+    """The Label Studio task of one image; its prediction score is the best box score of that version
+    (calibrated where the table has it: Label Studio's sort by score then puts the least certain first)."""
     data: dict = {data_key: image.uri}
     if label_key and image.label is not None:
         data[label_key] = image.label
@@ -61,7 +64,7 @@ def task_from_image(image: ExportImage, from_name: str = "label", to_name: str =
         by_version.setdefault(box.model_version, []).append(box)
     predictions = [
         {"model_version": version,
-         "score": max(b.score for b in found),
+         "score": max(b.confidence for b in found),
          "result": [region_from_box(b, image.width, image.height, from_name, to_name) for b in found]}
         for version, found in by_version.items()
     ]

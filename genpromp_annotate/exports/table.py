@@ -8,12 +8,16 @@ Every writer in `genpromp_annotate.exports` reads this table (what `load_boxes(p
     label      str    the image's category
     x1, y1     float  original pixels, top-left
     x2, y2     float  original pixels, one past the last pixel
-    score      float  box confidence in [0, 1]
+    score      float  the raw box score in [0, 1] (a map statistic: higher is surer, not a probability)
     model_version str what produced the box
+    calibrated_score float  optional: P(IoU ≥ 0.5 with a true object) where the box's model version
+                     has a score calibration (`calibrate-scores`), NaN elsewhere
 
 An image without a box (yet) is one row whose box columns (`x1 … score`, often `model_version` too) are NaN;
 writers write it as an image without annotations. A box without a score (drawn by a person) exports with
-score 1.0 and is never dropped by `min_score`.
+score 1.0 and is never dropped by `min_score`. `min_score` compares the calibrated score where there is
+one and the raw score otherwise; csv/parquet keep both columns, the Label Studio tasks carry the
+calibrated one (Label Studio sorts by it), the other formats the raw `score`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ logger = get_logger(__name__)
 
 BOX_COLUMNS: tuple[str, ...] = ("image_uri", "width", "height", "label", "x1", "y1", "x2", "y2", "score",
                                 "model_version")
+CALIBRATED = "calibrated_score"  # the optional column (module docstring)
 _COORDS = ["x1", "y1", "x2", "y2"]
 
 
@@ -52,6 +57,12 @@ class ExportBox:
     y2: float
     score: float
     model_version: str
+    calibrated_score: float | None = None  # P(IoU ≥ 0.5), where the version has a calibration
+
+    @property
+    def confidence(self) -> float:
+        """The calibrated score where there is one, else the raw score (what `min_score` compares)."""
+        return self.score if self.calibrated_score is None else self.calibrated_score
 
 
 @dataclass(frozen=True)
@@ -95,12 +106,14 @@ def filter_boxes(boxes: pd.DataFrame, min_score: float | None = None,
                  model_version: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Drop boxes below `min_score` or of another `model_version`, keeping every image and unscored boxes.
 
+    `min_score` compares a box's `calibrated_score` where the table has one for it, its raw `score` otherwise.
+
     An image that loses all its boxes stays as one row with NaN box columns, so exports still list it
     (as an image without annotations) — a filter selects boxes, never images.
 
     Args:
         boxes: the box table (module docstring).
-        min_score: keep boxes with `score >= min_score`; None keeps all.
+        min_score: keep boxes scored (calibrated, else raw) at least this; None keeps all.
         model_version: one version or several; None keeps all.
     Returns:
         A new table with the same columns, images in their original order.
@@ -111,7 +124,7 @@ def filter_boxes(boxes: pd.DataFrame, min_score: float | None = None,
     has_box = boxes[_COORDS].notna().all(axis=1)
     keep = has_box.copy()
     if min_score is not None:
-        keep &= boxes["score"].fillna(math.inf) >= float(min_score)  # unscored = a person's box: kept
+        keep &= confidences(boxes).fillna(math.inf) >= float(min_score)  # unscored = a person's box: kept
     if model_version is not None:
         versions = [model_version] if isinstance(model_version, str) else list(model_version)
         keep &= boxes["model_version"].isin(versions)
@@ -119,7 +132,7 @@ def filter_boxes(boxes: pd.DataFrame, min_score: float | None = None,
     lost = boxes[~boxes["image_uri"].isin(kept["image_uri"])].drop_duplicates("image_uri")
     if len(lost):
         lost = lost.copy()
-        lost.loc[:, _COORDS + ["score", "model_version"]] = math.nan
+        lost.loc[:, _COORDS + ["score", "model_version"] + ([CALIBRATED] if CALIBRATED in boxes else [])] = math.nan
     logger.debug("filter_boxes: %d of %d boxes kept, %d images without a box", len(kept), int(has_box.sum()),
                  len(lost))
     out = pd.concat([kept, lost]) if len(lost) else kept.copy()
@@ -127,6 +140,18 @@ def filter_boxes(boxes: pd.DataFrame, min_score: float | None = None,
     order = {uri: i for i, uri in enumerate(pd.unique(boxes["image_uri"]))}
     out = out.assign(_order=out["image_uri"].map(order)).sort_values("_order", kind="stable")
     return out.drop(columns="_order").reset_index(drop=True)
+
+
+def confidences(boxes: pd.DataFrame) -> pd.Series:
+    """Per row the calibrated score where there is one, else the raw score (NaN: no box, or a person's)."""
+    if CALIBRATED not in boxes.columns:
+        return boxes["score"]
+    return boxes[CALIBRATED].where(boxes[CALIBRATED].notna(), boxes["score"])
+
+
+def _table_columns(boxes: pd.DataFrame) -> list[str]:
+    """What csv/parquet write: the box columns, and the calibrated score when the table has it."""
+    return list(BOX_COLUMNS) + ([CALIBRATED] if CALIBRATED in boxes.columns else [])
 
 
 def category_names(boxes: pd.DataFrame, categories: Sequence[str] | None = None) -> list[str]:
@@ -159,11 +184,13 @@ def group_by_image(boxes: pd.DataFrame) -> list[ExportImage]:
             raise ExportError(f"box table, image {uri!r}: rows disagree on its size "
                               f"{sizes.to_numpy().tolist()}")
         with_box = rows[rows[_COORDS].notna().all(axis=1)]
+        calibrated = with_box[CALIBRATED] if CALIBRATED in with_box.columns else pd.Series(math.nan, with_box.index)
         found = tuple(
             ExportBox(str(r.label), float(r.x1), float(r.y1), float(r.x2), float(r.y2),
                       float(r.score) if pd.notna(r.score) else 1.0,
-                      str(r.model_version) if pd.notna(r.model_version) else "")
-            for r in with_box.itertuples(index=False)
+                      str(r.model_version) if pd.notna(r.model_version) else "",
+                      float(c) if pd.notna(c) else None)
+            for r, c in zip(with_box.itertuples(index=False), calibrated)
         )
         labels = rows["label"].dropna()
         images.append(ExportImage(str(uri), int(first["width"]), int(first["height"]),
@@ -212,7 +239,8 @@ def unique_stems(uris: Sequence[str]) -> list[str]:
 
 
 def write_csv(boxes: pd.DataFrame, out: Path, categories: Sequence[str] | None = None, **options) -> Path:
-    """Write the box table as CSV (one row per box, images without a box as empty box columns).
+    """Write the box table as CSV (one row per box, images without a box as empty box columns; the
+    `calibrated_score` column too when the table has it).
 
     `categories` only checks the labels; `options` go to `DataFrame.to_csv`.
     """
@@ -221,7 +249,7 @@ def write_csv(boxes: pd.DataFrame, out: Path, categories: Sequence[str] | None =
         category_names(boxes, categories)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    boxes.loc[:, list(BOX_COLUMNS)].to_csv(out, index=False, **options)
+    boxes.loc[:, _table_columns(boxes)].to_csv(out, index=False, **options)
     return out
 
 
@@ -237,6 +265,6 @@ def write_parquet(boxes: pd.DataFrame, out: Path, categories: Sequence[str] | No
                           ) from exc
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table = boxes.loc[:, list(BOX_COLUMNS)].astype({"width": "int64", "height": "int64"})
+    table = boxes.loc[:, _table_columns(boxes)].astype({"width": "int64", "height": "int64"})
     table.to_parquet(out, index=False, **options)
     return out

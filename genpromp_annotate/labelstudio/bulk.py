@@ -28,6 +28,7 @@ from genpromp_annotate.labelstudio.tasks import (
     weak_label_of,
 )
 from genpromp_annotate.log import get_logger
+from genpromp_annotate.project.scores import calibrated_box, load_score_calibration
 from genpromp_annotate.project.version import read_snapshot
 from genpromp_annotate.sources import path_for_uri
 from genpromp_annotate.store import queries as q
@@ -92,7 +93,8 @@ def _existing_tasks(client: Any, ls_project: int) -> dict[int, tuple[int, set[st
 def push_predictions(store: Store, project_name: str, client: Any, ls_project: int, model_version: str,
                      local_files_root: Path | None = None, chunk_size: int = 100, label_field: str = "label",
                      on_progress: Callable[[int], None] | None = None) -> PushReport:
-    """Create (or complete) Label Studio tasks with the boxes of `model_version` as predictions.
+    """Create (or complete) Label Studio tasks with the boxes of `model_version` as predictions, their
+    scores calibrated (P(IoU ≥ 0.5)) where the version has a score calibration, raw otherwise.
 
     Args:
         client: a `label_studio_sdk.LabelStudio` client.
@@ -105,6 +107,8 @@ def push_predictions(store: Store, project_name: str, client: Any, ls_project: i
         project = q.get_project(session, project_name)
         categories = [c.name for c in q.list_categories(session, project)]
         annotated = q.annotated_images(session, project, model_version)
+    # Label Studio sorts tasks by prediction score: a calibrated one puts the least certain first
+    calibration = load_score_calibration(store, project_name, model_version)
     labeling = labeling_for(client, ls_project, categories)
     existing = _existing_tasks(client, ls_project)
     report = PushReport(model_version)
@@ -122,8 +126,9 @@ def push_predictions(store: Store, project_name: str, client: Any, ls_project: i
             if label is None:
                 report.skipped.append((image.uri, f"category {p.category.name!r} has no <Label> in the config"))
                 continue
-            regions.append(region_from_box(Box(p.x1, p.y1, p.x2, p.y2, p.score or 0.0), image.width or 1,
-                                           image.height or 1, label, labeling.from_name, labeling.to_name))
+            box = calibrated_box(Box(p.x1, p.y1, p.x2, p.y2, p.score or 0.0), calibration)
+            regions.append(region_from_box(box, image.width or 1, image.height or 1, label, labeling.from_name,
+                                           labeling.to_name))
         if predictions and not regions:
             continue
         if not predictions:

@@ -9,8 +9,9 @@
 
 Each concept lives in one module: settings (stored settings + overrides → the effective config),
 version (one snapshot → the model version), labels, images (by content hash), localizer, annotate
-(claim → decode → localize → store), boxes (the table behind every export) and feedback (served boxes,
-human boxes, re-calibration). The CLI and the Label Studio backend call this API; it never calls them.
+(claim → decode → localize → store), boxes (the table behind every export), feedback (served boxes,
+human boxes, re-calibration) and scores (box scores calibrated on human boxes, per model version).
+The CLI and the Label Studio backend call this API; it never calls them.
 """
 
 from genpromp_annotate.project.annotate import (
@@ -45,14 +46,22 @@ from genpromp_annotate.project.localizer import (
     current_model_version,
     load_finetuned_unet,
 )
+from genpromp_annotate.project.scores import (
+    DEFAULT_MIN_BOXES,
+    ScoreFit,
+    calibrate_scores,
+    calibrated_box,
+    load_score_calibration,
+)
 from genpromp_annotate.project.settings import config_for_project, effective_config, project_settings
 from genpromp_annotate.project.version import ProjectSnapshot, model_version, read_snapshot
 
 __all__ = [
-    "HUMAN_VERSION", "AnnotateSummary", "BatchReport", "ImageBoxes", "ImportReport", "ProjectLocalizer",
-    "ProjectSnapshot", "add_labels", "annotate_project", "annotate_with_project_model", "build_localizer", "categories_without_token",
+    "DEFAULT_MIN_BOXES", "HUMAN_VERSION", "AnnotateSummary", "BatchReport", "ImageBoxes", "ImportReport", "ProjectLocalizer",
+    "ProjectSnapshot", "ScoreFit", "add_labels", "annotate_project", "annotate_with_project_model", "build_localizer", "calibrate_scores",
+    "calibrated_box", "categories_without_token",
     "config_for_project", "content_digest", "current_model_version", "delete_human_boxes", "effective_config",
     "ensure_project_exists", "human_boxes_by_image", "image_for_file", "import_records", "load_boxes_frame",
-    "load_finetuned_unet", "load_tokenizer", "model_version", "pending_count", "project_settings", "read_snapshot",
+    "load_finetuned_unet", "load_score_calibration", "load_tokenizer", "model_version", "pending_count", "project_settings", "read_snapshot",
     "recalibrate", "record_human_boxes", "record_predictions", "train_missing_tokens", "version_to_push",
 ]

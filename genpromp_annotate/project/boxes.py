@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from genpromp_annotate.project.scores import calibrations_of
 from genpromp_annotate.store import queries as q
 from genpromp_annotate.store.database import Store
 
-BOX_TABLE_COLUMNS = ["image_uri", "width", "height", "label", "x1", "y1", "x2", "y2", "score", "model_version"]
+BOX_TABLE_COLUMNS = ["image_uri", "width", "height", "label", "x1", "y1", "x2", "y2", "score", "model_version",
+                     "calibrated_score"]
 
 
 def load_boxes_frame(store: Store, project_name: str, model_version: str | None = None, source: str = "model",
                      include_unannotated: bool = True):  # -> pandas.DataFrame
-    """One row per box (columns of `genpromp_annotate.exports.table.BOX_COLUMNS`).
+    """One row per box (columns of `genpromp_annotate.exports.table.BOX_COLUMNS`, then `calibrated_score`:
+    P(IoU ≥ 0.5) where the box's model version has a score calibration, NaN otherwise and for human boxes).
 
     Args:
         model_version: a version name, "all", or None for the version the project was last annotated with.
@@ -33,6 +36,7 @@ def load_boxes_frame(store: Store, project_name: str, model_version: str | None 
                          "label": prediction.category.name, "x1": prediction.x1, "y1": prediction.y1,
                          "x2": prediction.x2, "y2": prediction.y2, "score": prediction.score,
                          "model_version": prediction.model_version, "_order": image.id})
+        calibrations = calibrations_of(session, project, sorted({r["model_version"] for r in rows}))
         if include_unannotated:
             for image in q.labelled_images(session, project):
                 if image.id not in seen and image.categories:
@@ -40,8 +44,13 @@ def load_boxes_frame(store: Store, project_name: str, model_version: str | None 
                                  "label": image.categories[0].name, "_order": image.id})
     frame = pd.DataFrame(rows, columns=[*BOX_TABLE_COLUMNS, "_order"])
     frame = frame.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
-    return frame.astype({"width": "Int64", "height": "Int64", "x1": "float64", "y1": "float64", "x2": "float64",
-                         "y2": "float64", "score": "float64"})
+    frame = frame.astype({"width": "Int64", "height": "Int64", "x1": "float64", "y1": "float64", "x2": "float64",
+                          "y2": "float64", "score": "float64", "calibrated_score": "float64"})
+    for version, calibration in calibrations.items():
+        of_version = frame["model_version"] == version
+        # 4 decimals, as stored raw scores and what Label Studio is sent
+        frame.loc[of_version, "calibrated_score"] = calibration.apply(frame.loc[of_version, "score"].to_numpy()).round(4)
+    return frame
 
 
 def human_boxes_by_image(store: Store, project_name: str) -> list[tuple[str, str, list[tuple[float, float, float, float]]]]:

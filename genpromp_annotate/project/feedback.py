@@ -14,6 +14,7 @@ from sqlalchemy import delete
 from genpromp_annotate.engine.boxes import Box
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.project.images import image_for_file
+from genpromp_annotate.project.scores import DEFAULT_MIN_BOXES, recalibration_fit
 from genpromp_annotate.project.settings import project_settings
 from genpromp_annotate.project.version import read_snapshot
 from genpromp_annotate.store import queries as q
@@ -70,11 +71,14 @@ def delete_human_boxes(store: Store, project_name: str, external_id: str) -> int
 
 
 def recalibrate(store: Store, project_name: str, localizer: Any, images: Sequence[Any], labels: Sequence[str],
-                human_boxes: Sequence[Any], omegas: Sequence[float] = (), lock: Any = None) -> dict[str, Any]:
-    """Choose the project's τ (and, with `omegas`, ω) on human-annotated images and store them.
+                human_boxes: Sequence[Any], omegas: Sequence[float] = (), lock: Any = None,
+                min_boxes: int = DEFAULT_MIN_BOXES) -> dict[str, Any]:
+    """Choose the project's τ (and, with `omegas`, ω) on human-annotated images and store them; then
+    calibrate the new version's box scores on the same images (`report["scores"]`).
 
     The maps are made with the project's *stored* settings (whatever `localizer`'s are), and only τ and ω
     change in them: every other stored setting survives. `lock` guards the model (shared by a server).
+    The score calibration needs `min_boxes` boxes (else `report["scores"]` says why there is none).
     """
     from genpromp_annotate.evaluation.recalibration import calibrate
 
@@ -89,9 +93,10 @@ def recalibrate(store: Store, project_name: str, localizer: Any, images: Sequenc
         maps[omega] = [r.map_512 for r in results]
     chosen = calibrate(maps, human_boxes, [im.size for im in images], current.threshold, current.multi_box,
                        current.min_box_area)
+    tuned = current.replace(threshold=chosen.threshold, omega=chosen.omega)
     with store.write() as session:
         project = q.get_project(session, project_name)
-        project.settings = project_settings(current.replace(threshold=chosen.threshold, omega=chosen.omega))
+        project.settings = project_settings(tuned)
     logger.info("project %s: τ %.2f → %.2f, ω %.2f → %.2f (MaxBoxAcc@0.5 %.1f%% on %d human-annotated images)",
                 project_name, current.threshold, chosen.threshold, current.omega, chosen.omega, chosen.accuracy,
                 len(images))
@@ -100,6 +105,9 @@ def recalibrate(store: Store, project_name: str, localizer: Any, images: Sequenc
     if len(order) > 1:
         report.update(omega_before=current.omega, omega=chosen.omega,
                       tried={str(w): {"threshold": s.threshold, "accuracy": s.accuracy} for w, s in chosen.tried.items()})
+    # the new version's box scores, calibrated on the same human boxes (its boxes come from these maps)
+    report["scores"] = recalibration_fit(store, project_name, base.with_config(tuned), maps[chosen.omega],
+                                         [im.size for im in images], human_boxes, min_boxes)
     return report
 
 
