@@ -154,6 +154,39 @@ def test_should_stop_ends_between_batches(db, project, tiny_model, tmp_path):
         assert s.scalar(select(func.count()).select_from(Image).where(Image.claimed_by.is_not(None))) == 0
 
 
+def test_annotate_decodes_ahead_on_a_thread_and_keeps_the_claim_order(db, project, tiny_model, tmp_path,
+                                                                        monkeypatch):
+    import threading
+
+    from genpromp_annotate.project import annotate as annotate_module
+
+    for i in range(5):
+        good_image(tmp_path / "d" / "cat" / f"{i}.jpg", 30 + i)
+    import_records(db, project, read_source(tmp_path / "d", "imagefolder"))
+    decoded, localized = [], []
+    real_decode, real_localize = annotate_module.decode_batch, annotate_module._localize_batch
+
+    def recording_decode(images):
+        decoded.append(([i.id for i in images], threading.current_thread().name))
+        return real_decode(images)
+
+    def recording_localize(runner, batch, batch_size):
+        localized.append([i.id for i in batch.images])
+        return real_localize(runner, batch, batch_size)
+
+    monkeypatch.setattr(annotate_module, "decode_batch", recording_decode)
+    monkeypatch.setattr(annotate_module, "_localize_batch", recording_localize)
+    summary = annotate_project(db, project, build_localizer(db, project, model=tiny_model), batch_size=2)
+    assert summary.images == 5
+    assert {name for _, name in decoded} == {"annotate-prefetch"}  # never on the model's thread
+    assert [ids for ids, _ in decoded] == localized  # the model takes batches in the order they were claimed
+    flat = [image_id for ids in localized for image_id in ids]
+    assert flat == sorted(flat)  # claims go by image id
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Prediction)) == 5
+        assert s.scalar(select(func.count()).select_from(Image).where(Image.claimed_by.is_not(None))) == 0
+
+
 def test_trained_tokens_and_settings_change_the_model_version(db, project, tiny_model_dir):
     from genpromp_annotate.engine.loading import load_stable_diffusion
 

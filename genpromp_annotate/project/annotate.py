@@ -1,19 +1,21 @@
 """The annotate loop: claim a batch → decode → localize → store, resumable and safe in several processes.
 
 It claims batches of images atomically (see `store.queries.claim_images`), commits boxes per batch, and
-only takes images not yet annotated with the current model version.
+only takes images not yet annotated with the current model version. Claiming, downloading and decoding
+run one batch ahead on a thread (`prefetch`), so the model does not wait for them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from genpromp_annotate.errors import GenprompError, ImageError
 from genpromp_annotate.log import get_logger
+from genpromp_annotate.prefetch import prefetch
 from genpromp_annotate.project.localizer import ProjectLocalizer
 from genpromp_annotate.sources import display_uri, open_uri
 from genpromp_annotate.store import queries as q
@@ -23,6 +25,7 @@ from genpromp_annotate.store.models import Image, utc_now
 logger = get_logger(__name__)
 
 DECODE_THREADS = 8  # images of an annotate batch decoded at once
+PREFETCH_BATCHES = 1  # batches claimed and decoded ahead of the model
 
 
 @dataclass
@@ -54,9 +57,17 @@ def pending_count(store: Store, project_name: str, model_version: str, force_sin
         return q.count_pending(session, q.get_project(session, project_name), model_version, force_since)
 
 
-def _localize_batch(project_localizer: ProjectLocalizer, images: list[Image], batch_size: int,
-                    ) -> tuple[dict[int, list[tuple[int, Any]]], dict[int, str], dict[int, tuple[int, int]]]:
-    """Boxes per image id: ({image id: [(category id, Box)]}, {image id: error}, {image id: (w, h)})."""
+@dataclass
+class DecodedBatch:
+    """A claimed batch after download and decoding: what the model needs, and what failed."""
+
+    images: list[Image]
+    pils: dict[int, Any]  # image id → upright RGB PIL image
+    errors: dict[int, str]
+
+
+def decode_batch(images: list[Image]) -> DecodedBatch:
+    """Download and decode a batch on threads (PIL and sockets release the GIL)."""
     from genpromp_annotate.engine.images import load_image
 
     def decode(image: Image) -> Any:
@@ -69,21 +80,29 @@ def _localize_batch(project_localizer: ProjectLocalizer, images: list[Image], ba
         except (ImageError, OSError) as exc:
             return str(exc) if isinstance(exc, ImageError) else f"{name}: cannot read ({exc})"
 
-    boxes: dict[int, list[tuple[int, Any]]] = {}
-    errors: dict[int, str] = {}
-    sizes: dict[int, tuple[int, int]] = {}
-    pils, labels, owners = [], [], []
-    # decoding (and downloading) on threads: PIL and sockets release the GIL
     with ThreadPoolExecutor(max(1, min(DECODE_THREADS, len(images))), thread_name_prefix="image-decode") as pool:
         decoded = list(pool.map(decode, images))
+    batch = DecodedBatch(images, {}, {})
     for image, pil in zip(images, decoded):
         if isinstance(pil, str):
-            errors[image.id] = pil
+            batch.errors[image.id] = pil
+        else:
+            batch.pils[image.id] = pil
+    return batch
+
+
+def _localize_batch(project_localizer: ProjectLocalizer, batch: DecodedBatch, batch_size: int,
+                    ) -> tuple[dict[int, list[tuple[int, Any]]], dict[int, str], dict[int, tuple[int, int]]]:
+    """Boxes per image id: ({image id: [(category id, Box)]}, {image id: error}, {image id: (w, h)})."""
+    errors = dict(batch.errors)
+    sizes = {image_id: pil.size for image_id, pil in batch.pils.items()}
+    boxes: dict[int, list[tuple[int, Any]]] = {image_id: [] for image_id in batch.pils}
+    pils, labels, owners = [], [], []
+    for image in batch.images:
+        if image.id not in batch.pils:
             continue
-        sizes[image.id] = pil.size
-        boxes[image.id] = []
         for category in image.categories:
-            pils.append(pil)
+            pils.append(batch.pils[image.id])
             labels.append(category.name)
             owners.append((image.id, category.id))
     if not pils:
@@ -107,6 +126,25 @@ def _localize_batch(project_localizer: ProjectLocalizer, images: list[Image], ba
     return boxes, errors, sizes
 
 
+def _claimed_batches(store: Store, project_name: str, version: str, worker: str, batch_size: int,
+                     limit: int | None, lease_s: float, force_since: Any,
+                     should_stop: Callable[[], bool] | None) -> Iterator[list[Image]]:
+    """Claim batches until none is left, `limit` images are claimed or `should_stop()` says so."""
+    claimed_total = 0
+    while limit is None or claimed_total < limit:
+        if should_stop and should_stop():
+            return
+        want = batch_size if limit is None else min(batch_size, limit - claimed_total)
+        with store.write() as session:
+            project = q.get_project(session, project_name)
+            q.release_dead_claims(session, project)
+            claimed = q.claim_images(session, project, version, worker, want, lease_s, force_since)
+        if not claimed:
+            return
+        claimed_total += len(claimed)
+        yield claimed
+
+
 def annotate_project(store: Store, project_name: str, project_localizer: ProjectLocalizer, *, batch_size: int = 8,
                      limit: int | None = None, force: bool = False, worker: str | None = None,
                      lease_s: float = q.DEFAULT_LEASE_S, on_batch: Callable[[BatchReport], None] | None = None,
@@ -127,20 +165,17 @@ def annotate_project(store: Store, project_name: str, project_localizer: Project
     force_since = utc_now() if force else None
     summary = AnnotateSummary(model_version=version)
     started = time.perf_counter()
+    # The next batch is claimed, downloaded and decoded on a thread while the model works on this one.
+    batches = prefetch((decode_batch(claimed) for claimed in _claimed_batches(
+        store, project_name, version, worker, batch_size, limit, lease_s, force_since, should_stop)),
+        depth=PREFETCH_BATCHES, name="annotate-prefetch")
     try:
-        while limit is None or summary.images < limit:
+        for batch in batches:
             if should_stop and should_stop():
-                summary.stopped = True
                 break
-            want = batch_size if limit is None else min(batch_size, limit - summary.images)
-            with store.write() as session:
-                project = q.get_project(session, project_name)
-                q.release_dead_claims(session, project)
-                claimed = q.claim_images(session, project, version, worker, want, lease_s, force_since)
-            if not claimed:
-                break
+            claimed = batch.images
             batch_started = time.perf_counter()
-            boxes, errors, sizes = _localize_batch(project_localizer, claimed, batch_size)
+            boxes, errors, sizes = _localize_batch(project_localizer, batch, batch_size)
             n_boxes = 0
             with store.write() as session:
                 categories = {c.id: c for c in q.list_categories(session, q.get_project(session, project_name))}
@@ -165,7 +200,9 @@ def annotate_project(store: Store, project_name: str, project_localizer: Project
             summary.errors.extend(report.errors)
             if on_batch:
                 on_batch(report)
+        summary.stopped = bool(should_stop and should_stop())
     finally:
+        batches.close()  # stops the prefetch thread; a batch it claimed ahead is released just below
         try:
             with store.write() as session:
                 q.release_claims(session, worker)

@@ -253,10 +253,11 @@ def claim_images(session: Session, project: Project, model_version: str, worker:
 
     On SQLite the write transaction (BEGIN IMMEDIATE) serialises claimers; on PostgreSQL rows another
     transaction is claiming are skipped (FOR UPDATE SKIP LOCKED). A claim is free again when released,
-    when its lease ends, or when its worker's process on this host is gone.
+    when its lease ends, or when its worker's process on this host is gone; never while its worker holds
+    it, since the annotate loop claims its next batch before it has stored the current one.
     """
     now = utc_now()
-    free = or_(Image.claimed_by.is_(None), Image.claimed_until < now, Image.claimed_by == worker)
+    free = or_(Image.claimed_by.is_(None), Image.claimed_until < now)
     query = (pending_images_query(project, model_version, force_since).where(free)
              .order_by(Image.id).limit(limit).with_for_update(skip_locked=True, of=Image))
     images = list(session.scalars(query))

@@ -149,6 +149,16 @@ def test_claims_never_overlap_and_done_images_are_not_pending(db):
         assert len(q.claim_images(s, project, "gp-new", "w3", 10)) == 4  # another version: w1's images again
 
 
+def test_a_worker_never_claims_what_it_already_holds(db):
+    _seed(db, 5)
+    with db.write() as s:
+        first = q.claim_images(s, q.get_project(s, "p"), VERSION, "w1", 2)
+    with db.write() as s:  # the next batch, claimed before the first one is stored
+        second = q.claim_images(s, q.get_project(s, "p"), VERSION, "w1", 2)
+    assert len(first) == len(second) == 2
+    assert not {i.id for i in first} & {i.id for i in second}
+
+
 def test_expired_leases_and_dead_local_workers_free_their_claims(db):
     _seed(db, 3)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
