@@ -43,11 +43,11 @@ from genpromp_annotate.atomic_files import write_atomic
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.evaluation.map_shards import (
     ShardBuffer,
+    ShardReader,
     ShardRow,
     is_shard_name,
     new_shard_name,
     read_index,
-    read_map,
 )
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.presets import LocalizeConfig
@@ -137,6 +137,7 @@ class MapCache:
         self.skipped: list[Path] = []  # unreadable shards, left out of the index
         self._shards: list[Path] = []  # oldest first
         self._index: dict[str, tuple[int, ShardRow]] = {}  # image id → (number in _shards, row)
+        self._reader = ShardReader()
         self._legacy = self._has_legacy_files()
         for path in sorted(self.folder.joinpath(SHARDS).glob("shard-*.npz")):
             if is_shard_name(path.name):
@@ -230,7 +231,7 @@ class MapCache:
         entry = self._index.get(image_id)
         if entry is not None:
             shard, row = entry
-            map16 = read_map(self._shards[shard], row)
+            map16 = self._reader.read(self._shards[shard], row)
             return CachedMap(map=map16.astype(np.float32), label=row.label, width=row.width, height=row.height)
         legacy = self._legacy_file(image_id)
         if legacy is not None:

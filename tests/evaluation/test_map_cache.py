@@ -83,7 +83,7 @@ def test_resume_answers_has_from_the_shard_indexes(tmp_path, monkeypatch):
     with MapCache(tmp_path, "v", shard_size=3) as cache:
         for i in range(7):
             cache.save(f"{i}.png", _map(i, 8), "cat" if i % 2 else "dog", 5, 5)
-    monkeypatch.setattr(map_cache, "read_map", lambda *a: pytest.fail("has() must not read a map"))
+    monkeypatch.setattr(map_cache.ShardReader, "read", lambda *a: pytest.fail("has() must not read a map"))
     reopened = MapCache(tmp_path, "v")
     assert [reopened.has(f"{i}.png", "cat" if i % 2 else "dog") for i in range(7)] == [True] * 7
     assert not reopened.has("1.png", "dog") and not reopened.has("7.png") and not reopened.has("7.png", "cat")
@@ -190,9 +190,11 @@ def test_a_corrupt_map_inside_a_shard_names_the_shard(tmp_path):
 def test_pickling_flushes_and_the_copy_reads_the_maps(tmp_path):
     cache = MapCache(tmp_path, "v")
     cache.save("a.png", _map(0), "cat", 3, 4)
+    assert cache.load("a.png").width == 3  # flushed, and its shard is kept open for the next read
+    cache.save("b.png", _map(1), "dog", 5, 6)
     copy = pickle.loads(pickle.dumps(cache))  # what the spawn-started scoring workers receive
-    assert len(_shards(cache)) == 1
-    assert copy.load("a.png").width == 3 and copy.image_ids() == ["a.png"]
+    assert len(_shards(cache)) == 2
+    assert copy.load("a.png").width == 3 and copy.load("b.png").label == "dog" and copy.image_ids() == ["a.png", "b.png"]
 
 
 def test_an_unflushed_cache_warns_when_dropped(tmp_path, caplog):
