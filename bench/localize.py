@@ -12,6 +12,13 @@ checks it (max |Δ| is reported).
 
     python bench/localize.py                              # CPU: tiny and SD-v1.5-sized random models
     python bench/localize.py --sizes sd15 --device cuda --dtype bfloat16 --batch-sizes 8,16,32,64
+    python bench/localize.py --sizes sd15 --annotate --batch-sizes 1,8    # + annotate end to end, memory
+
+With `--annotate`, every batch size also runs in a fresh process (so its peak memory is its own): the
+engine alone on the images in memory, then `annotate` end to end on the same images written as JPEG
+files into a SQLite project (download/decode on the prefetch thread + model + store writes), with the
+process's peak RSS and, on CUDA, the peak allocated GPU memory. `--compile` adds the same run with
+`torch.compile` (see genpromp_annotate/engine/acceleration.py).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import count_flops, environment, time_call, write_json
+from harness import count_flops, environment, synchronize, time_call, write_json
 
 from genpromp_annotate.engine.capture import probe_cross_attention_layers, select_layers
 from genpromp_annotate.engine.loading import choose_device, choose_dtype, model_from_components
@@ -175,6 +182,76 @@ def bench_size(size: str, device: torch.device, dtype: torch.dtype, n_images: in
     return result
 
 
+def annotate_child(size: str, device: torch.device, dtype: torch.dtype, batch: int, n_images: int,
+                   compile_model: bool, tokenizer_dir: Path) -> dict:
+    """Engine alone, then `annotate` end to end, at one batch size (run in its own process)."""
+    import resource
+
+    from genpromp_annotate.engine.acceleration import SpeedOptions, accelerate
+    from genpromp_annotate.presets import LocalizeConfig
+    from genpromp_annotate.project import add_labels, annotate_project, build_localizer, import_records
+    from genpromp_annotate.sources import read_source
+    from genpromp_annotate.store import queries as q
+    from genpromp_annotate.store.database import open_store
+    from genpromp_annotate.store.settings import project_settings
+
+    model = build_model(size, device, dtype, tokenizer_dir)
+    accelerate(model, SpeedOptions(compile=compile_model))
+    images = make_images(n_images)
+    engine = Localizer(model)
+    engine.compute_maps(images[:batch], ["cat"] * batch)  # warm-up (kernels, prompt cache, compilation)
+    engine_s = time_call(lambda: run_images(engine.compute_maps, images, ["cat"] * n_images, batch), device)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images" / "cat"
+        folder.mkdir(parents=True)
+        for i, image in enumerate(images):
+            image.save(folder / f"{i:05d}.jpg", quality=92)
+        store = open_store(f"sqlite:///{tmp}/store.db")
+        with store.write() as session:
+            q.create_project(session, "bench", f"random-{size}", project_settings(LocalizeConfig()))
+        add_labels(store, "bench", ["cat"], model.tokenizer)
+        import_records(store, "bench", read_source(folder.parent, "imagefolder"))
+        runner = build_localizer(store, "bench", model=model)
+        synchronize(device)
+        summary = annotate_project(store, "bench", runner, batch_size=batch)
+        synchronize(device)
+        store.dispose()
+    if summary.images != n_images:
+        raise RuntimeError(f"annotate did {summary.images} of {n_images} images: {summary.errors[:3]}")
+    result = {"batch_size": batch, "images": n_images, "compile": compile_model,
+              "engine_images_per_s": n_images / engine_s, "annotate_images_per_s": summary.images_per_s,
+              "annotate_over_engine": summary.images_per_s / (n_images / engine_s),
+              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if device.type == "cuda":
+        result["peak_gpu_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return result
+
+
+def run_annotate_children(size: str, device: torch.device, dtype: torch.dtype, batch_sizes: list[int],
+                          n_images: int | None, compile_options: list[bool]) -> list[dict]:
+    """`annotate_child` per batch size (and --compile), each in a fresh process for its own peak memory."""
+    import json
+    import subprocess
+
+    rows = []
+    for compile_model in compile_options:
+        for batch in batch_sizes:
+            count = n_images or 2 * batch
+            spec = f"{size},{device},{str(dtype).removeprefix('torch.')},{batch},{count},{int(compile_model)}"
+            cmd = [sys.executable, __file__, "--child", spec]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"child {cmd} failed:\n{done.stderr[-3000:]}")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            gpu = f", GPU {row['peak_gpu_allocated_gib']:.2f} GiB" if "peak_gpu_allocated_gib" in row else ""
+            print(f"  batch {batch:>3}{' compiled' if compile_model else ''}: engine {row['engine_images_per_s']:.3f}"
+                  f" images/s, annotate end to end {row['annotate_images_per_s']:.3f} "
+                  f"({row['annotate_over_engine']:.2f}x of the engine), peak RSS {row['peak_rss_gib']:.2f} GiB{gpu}",
+                  flush=True)
+    return rows
+
+
 def print_table(r: dict) -> None:
     f = r["flops_per_image"]
     print(f"{'':28}{'engine':>14}{'reference':>14}{'ratio':>10}")
@@ -199,8 +276,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ref-images", type=int, default=None, help="reference images per round (default 2 CPU, 8 GPU)")
     parser.add_argument("--batch-sizes", default=None, help="engine batch sizes (default 2 CPU; 8,16,32,64 GPU)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--annotate", action="store_true",
+                        help="also annotate end to end and peak memory per batch size, each in a fresh process")
+    parser.add_argument("--annotate-images", type=int, default=None, help="images per annotate run (default 2 × batch)")
+    parser.add_argument("--compile", action="store_true", help="with --annotate: also with torch.compile")
+    parser.add_argument("--skip-reference", action="store_true", help="with --annotate: only the annotate runs")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.child:
+        import json
+
+        size, device_name, dtype_name, batch, count, compiled = args.child.split(",")
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer_dir = write_clip_tokenizer_files(Path(tmp) / "tokenizer")
+            row = annotate_child(size, torch.device(device_name), choose_dtype(torch.device(device_name), dtype_name),
+                                 int(batch), int(count), bool(int(compiled)), tokenizer_dir)
+        print(json.dumps(row))
+        return
 
     device = choose_device(args.device)
     dtype = choose_dtype(device, args.dtype)
@@ -213,11 +306,19 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer_dir = write_clip_tokenizer_files(Path(tmp) / "tokenizer")
         for size in args.sizes.split(","):
-            results.append(bench_size(size, device, dtype, max(n_images, max(batch_sizes)), batch_sizes, ref_images,
-                                      args.rounds, tokenizer_dir))
+            result = {"size": size}
+            if not args.skip_reference:
+                result = bench_size(size, device, dtype, max(n_images, max(batch_sizes)), batch_sizes, ref_images,
+                                    args.rounds, tokenizer_dir)
+            if args.annotate:
+                print(f"\n== {size}: engine alone vs annotate end to end, one process per batch size", flush=True)
+                result["annotate"] = run_annotate_children(size, device, dtype, batch_sizes, args.annotate_images,
+                                                           [False, True] if args.compile else [False])
+            results.append(result)
     payload = {"benchmark": "localize", "environment": environment(device, dtype),
                "settings": {"batch_sizes": batch_sizes, "images": n_images, "ref_images": ref_images,
-                            "rounds": args.rounds, "image_size": 512, "timesteps": [0, 99], "resolutions": [8, 16]},
+                            "rounds": args.rounds, "image_size": 512, "timesteps": [0, 99], "resolutions": [8, 16],
+                            "torch_threads": torch.get_num_threads()},
                "results": results}
     path = write_json("localize", payload, args.out)
     print(f"\nwrote {path}")

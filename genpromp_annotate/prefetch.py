@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,7 +22,7 @@ class _Failure:
         self.error = error
 
 
-def prefetch(items: Iterable[T], depth: int = 1, name: str = "prefetch") -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 1, name: str = "prefetch") -> Generator[T, None, None]:
     """Yield `items` in order while a daemon thread computes up to `depth` of them ahead.
 
     `depth` bounds the memory held (items ready and waiting); the producer blocks when it is reached.

@@ -41,7 +41,7 @@ def test_compiled_parts_give_the_eager_maps(toy_model_dir, toy_batch):
 
 
 def test_a_failing_compiler_falls_back_to_eager_with_one_warning(toy_model_dir, toy_batch, caplog):
-    def broken_backend(graph_module, example_inputs):
+    def broken_backend(*_graph_and_inputs):
         raise RuntimeError("no C++ compiler on this machine")
 
     eager = _maps(_fresh(toy_model_dir), toy_batch)
