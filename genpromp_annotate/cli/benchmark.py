@@ -12,7 +12,13 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from genpromp_annotate.cli.options import _int_tuple, engine_options, model_options, pop_engine_options
+from genpromp_annotate.cli.options import (
+    _int_tuple,
+    engine_options,
+    model_options,
+    pop_engine_options,
+    speed_options,
+)
 from genpromp_annotate.evaluation.benchmark import AUTO_META, BenchmarkRequest
 from genpromp_annotate.evaluation.datasets import LAYOUTS
 
@@ -97,6 +103,7 @@ def _request(ctx: click.Context, opts: dict[str, Any]) -> BenchmarkRequest:
 @click.option("--grid-size", type=click.IntRange(min=1, max=32), default=8, show_default=True,
               help="Images per row of the grid (best row, worst row).")
 @model_options
+@speed_options
 @engine_options
 @click.pass_context
 def benchmark_command(ctx: click.Context, **opts: Any) -> None:

@@ -70,6 +70,8 @@ class BenchmarkRequest:
     meta_word: str | None = None  # None: `bird` for CUB, the meta-token rule otherwise; AUTO_META: the rule
     device: str | None = None
     dtype: str | None = None
+    compile_model: bool = False  # --compile
+    channels_last: bool = False  # --channels-last
     batch_size: int = 8
     maps_dir: Path = Path("benchmark-maps")
     resume: bool = False
@@ -207,7 +209,8 @@ class _Run:
         word = r.meta_word if r.meta_word is not None else ("bird" if cub else AUTO_META)
         return MapProducer(str(r.model), config, tokens, {} if word == AUTO_META else {"*": word},
                            unet_dir=r.unet, unet_id=folder_id(r.unet) if r.unet is not None else None,
-                           model_config=r.model_config, device=r.device, dtype=r.dtype)
+                           model_config=r.model_config, device=r.device, dtype=r.dtype,
+                           compile_model=r.compile_model, channels_last=r.channels_last)
 
     def project_producer(self) -> MapProducer:
         """The project's base model, selected UNet, learned tokens and settings (the request overrides them)."""
@@ -231,7 +234,8 @@ class _Run:
         meta = {} if r.meta_word in (None, AUTO_META) else {"*": r.meta_word}
         return MapProducer(model, r.config(base), tokens, meta, unet_dir=unet_dir,
                            unet_id=unet_digest or (folder_id(unet_dir) if unet_dir is not None else None),
-                           device=r.device, dtype=r.dtype)
+                           device=r.device, dtype=r.dtype, compile_model=r.compile_model,
+                           channels_last=r.channels_last)
 
     def fill_cache(self, producer: MapProducer, cache: MapCache,
                    sets: list[BenchmarkSet]) -> tuple[list[tuple[str, str]], int, float]:

@@ -197,6 +197,8 @@ class MapProducer:
     model_config: str | None = None
     device: str | None = None
     dtype: str | None = None
+    compile_model: bool = False
+    channels_last: bool = False
     _localizer: Any = field(default=None, init=False, repr=False)
 
     @property
@@ -220,6 +222,9 @@ class MapProducer:
                 from genpromp_annotate.engine.loading import load_finetuned_unet
 
                 model.unet = load_finetuned_unet(model, str(self.unet_dir))
+            from genpromp_annotate.engine.acceleration import SpeedOptions, accelerate
+
+            accelerate(model, SpeedOptions(compile=self.compile_model, channels_last=self.channels_last))
             self._localizer = Localizer(model, self.config)
         for label in sorted(set(labels)):
             if label in self.tokens:
