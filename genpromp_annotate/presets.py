@@ -86,12 +86,14 @@ PRESETS: dict[str, LocalizeConfig] = {
     "imagenet-paper": LocalizeConfig(threshold=0.25, preset="imagenet-paper"),
     # method §4 step 8: CUB uses τ = 0.23.
     "cub-paper": LocalizeConfig(threshold=0.23, preset="cub-paper"),
-    # The shipped toy model (`toy-model`) on the toy world's 64-px images. Timesteps, resolutions and τ
-    # were chosen on the toy world's val split, never on test (bench/toy_preset.py,
-    # bench/results/toy-preset-cpu-20261202T002407.json: 79.5 % val GT-known vs 69.0 at the paper's {0, 99}).
-    # Its maps are refined by self-attention propagation (beyond the paper, method.md §9): 95.0 % val
-    # GT-known against 79.5 % for the paper's map at its best τ (bench/results/toy-preset-cpu-20261202T030153.json).
-    "toy": LocalizeConfig(image_size=64, timesteps=(300, 500), resolutions=(8, 16), threshold=0.2,
+    # The shipped toy model (`toy-model`) on the toy world's 64-px images. Timesteps, resolutions, the map
+    # refinement and τ were chosen on the toy world's val split, never on test, under both of the toy's
+    # targets: the best val GT-known whose wrong-class-word GT-known on val is ≤ 20 % (bench/toy_preset.py
+    # --refined-only --max-wrong-word 20, bench/results/toy-preset-cpu-20261202T060829.json: 92.0 / 20.0
+    # on val). Its maps are refined by sharpened self-attention propagation (beyond the paper, method.md
+    # §9); the paper's map at its best τ reached 79.5 % on val. The earlier choice by GT-known alone
+    # ({300, 500}, τ 0.2: 95.0 % on val) let a wrong word hit 23–24 % of test images.
+    "toy": LocalizeConfig(image_size=64, timesteps=(500,), resolutions=(8, 16), threshold=0.3,
                           propagation_side=16, propagation_product=True, preset="toy"),
     # Beyond the paper: several instances per image, deterministic latents.
     "multi-instance": LocalizeConfig(multi_box=True, latent="mean", preset="multi-instance"),
