@@ -83,7 +83,7 @@ def _request(ctx: click.Context, opts: dict[str, Any]) -> BenchmarkRequest:
                                      "e.g. train (cub) or val (wsol). Default: --threshold, else the preset's τ. "
                                      "The test split never tunes τ.")
 @click.option("--maps-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmark-maps"),
-              show_default=True, help="Map cache: <maps-dir>/<maps version>/<image_id>.npz (float16, compressed).")
+              show_default=True, help="Map cache: <maps-dir>/<maps version>/shards/*.npz (float16, compressed, 256 maps per shard).")
 @click.option("--resume", is_flag=True, default=False,
               help="Reuse the maps already cached for this maps version (after a kill, or to re-sweep τ: then no "
                    "model is loaded).")
