@@ -229,11 +229,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = choose_device(args.device)
-    dtype = choose_dtype(device, args.dtype)
+    dtype = choose_dtype(device, args.dtype, training=True)  # fp32 on CPU unless asked: what train-project does
     results = []
     for size in args.sizes.split(","):
-        common = {"device": str(device), "dtype": args.dtype, "categories": args.categories, "images": args.images,
-                  "batch_size": args.batch_size, "steps": args.steps, "epochs": 2, "threads": args.threads,
+        # enough epochs that one category per step still has a batch for every measured step
+        common = {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "categories": args.categories,
+                  "images": args.images, "batch_size": args.batch_size, "steps": args.steps,
+                  "epochs": max(2, args.steps + 2), "threads": args.threads,
                   "resolution": getattr(args, f"resolution_{size}")}
         row: dict[str, Any] = {"model": size, "resolution": common["resolution"], "settings": common}
         for path_name in ("reference_style", "trainer_one_category_per_step", "trainer_packed"):
