@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import environment, write_json
-from toy_world import base_split
+from toy_world import base_split, load_toy_model
 
-from genpromp_annotate.engine.loading import load_stable_diffusion
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.evaluation.calibration import (
     HIT_IOU,
@@ -109,10 +107,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/calibration-cpu-<time>.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.model is None:
-        from genpromp_annotate.toy.weights import write_toy_model
-        args.model = write_toy_model(Path(tempfile.mkdtemp()) / "toy-sd")
-    model = load_stable_diffusion(args.model, device="cpu", dtype="float32")
+    model, args.model = load_toy_model(args.model)
     config = preset("toy")
     loc = Localizer(model, config)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,10 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import environment, write_json
-from toy_world import Split, compute_maps
+from toy_world import Split, compute_maps, load_toy_model
 
 from genpromp_annotate.engine.boxes import boxes_from_map
-from genpromp_annotate.engine.loading import load_stable_diffusion
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.evaluation.instances import InstanceCounts, matched_pairs
 from genpromp_annotate.evaluation.iou import box_areas, intersection_areas, iou_inclusive
@@ -203,10 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    if args.model is None:
-        from genpromp_annotate.toy.weights import write_toy_model
-        args.model = write_toy_model(Path(tempfile.mkdtemp()) / "toy-sd")
-    model = load_stable_diffusion(args.model, device="cpu", dtype="float32")
+    model, args.model = load_toy_model(args.model)
     toy = preset("toy")
     loc = Localizer(model, toy)
     rows = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,9 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import environment, write_json
-from toy_world import Split, base_split, compute_maps
+from toy_world import Split, base_split, compute_maps, load_toy_model
 
-from genpromp_annotate.engine.loading import load_stable_diffusion
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.presets import preset
 from genpromp_annotate.toy.evaluate import box_ious_over_taus
@@ -40,9 +38,7 @@ def main() -> None:
     grid = json.loads(args.choice_json.read_text())
     choice = grid["choice"]
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in choice.items() if not k.startswith(("tau", "val_"))}
-    from genpromp_annotate.toy.weights import write_toy_model
-
-    model = load_stable_diffusion(write_toy_model(Path(tempfile.mkdtemp()) / "toy-sd"), device="cpu", dtype="float32")
+    model, _ = load_toy_model(None)
     test = Split(base_split("test", args.images, 0))
     rows = []
     for name, config in (("toy preset", preset("toy")),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import environment, write_json
-from toy_world import Split, base_split, compute_maps
+from toy_world import Split, base_split, compute_maps, load_toy_model
 
-from genpromp_annotate.engine.loading import load_stable_diffusion
 from genpromp_annotate.engine.localizer import Localizer
 from genpromp_annotate.presets import preset
 from genpromp_annotate.toy.evaluate import TAU_GRID, box_ious_over_taus
@@ -81,10 +79,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.model is None:
-        from genpromp_annotate.toy.weights import write_toy_model
-        args.model = write_toy_model(Path(tempfile.mkdtemp()) / "toy-sd")
-    model = load_stable_diffusion(args.model, device="cpu", dtype="float32")
+    model, args.model = load_toy_model(args.model)
     val = Split(base_split("val", args.val_images, 0))
     cap = args.max_wrong_word
     timesteps = REFINED_TIMESTEPS if args.refined_only else TIMESTEPS

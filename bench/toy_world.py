@@ -39,6 +39,14 @@ from genpromp_annotate.toy.evaluate import TAU_GRID, box_ious_over_taus, render_
 from genpromp_annotate.toy.world import BASE_CLASSES, WorldImage, render_scene, split_images, wrong_word
 
 
+def load_toy_model(folder: Path | None) -> tuple[StableDiffusion, Path]:
+    """The toy model in `folder`, or the shipped one written to a temporary folder; fp32 on CPU."""
+    if folder is None:
+        from genpromp_annotate.toy.weights import write_toy_model
+        folder = write_toy_model(Path(tempfile.mkdtemp()) / "toy-sd")
+    return load_stable_diffusion(folder, device="cpu", dtype="float32"), folder
+
+
 def base_split(split: str, n: int, seed: int) -> list[WorldImage]:
     """`n` images of the base classes (the split cycles over all classes; the novel ones are dropped)."""
     items = [it for it in split_images(split, n * 2, seed=seed) if it.label in BASE_CLASSES]
@@ -160,10 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    if args.model is None:
-        from genpromp_annotate.toy.weights import write_toy_model
-        args.model = write_toy_model(Path(tempfile.mkdtemp()) / "toy-sd")
-    model = load_stable_diffusion(args.model, device="cpu", dtype="float32")
+    model, args.model = load_toy_model(args.model)
     toy = preset("toy")
     val = Split(base_split("val", args.val_images, args.seed))
     test = Split(base_split("test", args.images, args.seed))
