@@ -101,7 +101,8 @@ def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--compile", "compile_model", is_flag=True, default=False,
                      help="torch.compile the VAE encoder and the UNet's ResNet/feed-forward blocks (worth it on "
                           "GPUs for long runs; the first batch pays the compilation). Falls back to eager code "
-                          "with a warning where compilation is unsupported."),
+                          "with a warning where compilation is unsupported. Env GENPROMP_COMPILE_BACKEND picks the "
+                          "torch.compile backend (default inductor)."),
         click.option("--channels-last", is_flag=True, default=False,
                      help="Run the UNet and VAE in channels-last memory (often faster on GPUs)."),
     ]):
