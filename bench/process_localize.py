@@ -7,14 +7,16 @@ The authors' code cannot run here, so the baseline is a reference-style process 
 their inference script does: import torch, diffusers and transformers up front, load the whole pipeline
 with `StableDiffusionPipeline.from_pretrained`, run the text encoder for every image, and send each image
 through the full UNet once per timestep with every cross-attention probability tensor stored (the
-`ReferenceStylePath` of bench/localize.py). `localize` runs with the CPU's default dtype and with
-`--dtype float32`, so the dtype's share of the gain shows.
+`ReferenceStylePath` of bench/localize.py). `localize` runs with the CPU's default dtype, with
+`--dtype float32`, and with `GENPROMP_RUNTIME=diffusers` (diffusers and transformers modules instead of
+the native ones), so the dtype's and the runtime's shares of the gain show.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -58,9 +60,9 @@ def reference_process(model_dir: str, images: list[str]) -> None:
     print(json.dumps(out))
 
 
-def wall_seconds(command: list[str]) -> float:
+def wall_seconds(command: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, **(env or {})})
     return time.perf_counter() - started
 
 
@@ -85,17 +87,18 @@ def main() -> None:
             paths.append(str(Path(tmp) / f"{i}.jpg"))
             image.save(paths[-1], quality=92)
         cli = [*cli_prefix(), "localize", "--model", model_dir, "--label", "cat", "--batch-size", str(args.images)]
-        commands = {
-            "genpromp-annotate localize (CPU default dtype)": [*cli, *paths],
-            "genpromp-annotate localize --dtype float32": [*cli, "--dtype", "float32", *paths],
-            "reference-style process": [sys.executable, __file__, "--reference-child", model_dir, *paths],
+        commands: dict[str, tuple[list[str], dict[str, str]]] = {
+            "genpromp-annotate localize (CPU default dtype)": ([*cli, *paths], {}),
+            "genpromp-annotate localize --dtype float32": ([*cli, "--dtype", "float32", *paths], {}),
+            "genpromp-annotate localize, GENPROMP_RUNTIME=diffusers": ([*cli, *paths], {"GENPROMP_RUNTIME": "diffusers"}),
+            "reference-style process": ([sys.executable, __file__, "--reference-child", model_dir, *paths], {}),
         }
-        for command in commands.values():  # warm-up round: files in the page cache for every command
-            wall_seconds(command)
+        for command, env in commands.values():  # warm-up round: files in the page cache for every command
+            wall_seconds(command, env)
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.rounds):
-            for name, command in commands.items():
-                times[name].append(wall_seconds(command))
+            for name, (command, env) in commands.items():
+                times[name].append(wall_seconds(command, env))
     baseline = statistics.median(times["reference-style process"])
     results = {}
     for name, values in times.items():

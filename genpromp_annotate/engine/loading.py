@@ -33,6 +33,7 @@ class StableDiffusion:
     dtype: torch.dtype
     source: str = "<in-memory>"
     extra: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "diffusers"  # "native" (engine/native, no diffusers/transformers import) or "diffusers"
 
     @property
     def latent_scale(self) -> int:
@@ -107,6 +108,18 @@ def choose_dtype(device: torch.device, dtype: str | torch.dtype | None = None, t
     return torch.float32 if training else default_cpu_dtype()
 
 
+RUNTIME_ENV = "GENPROMP_RUNTIME"  # auto | native | diffusers: which modules open a model folder
+RUNTIMES = ("auto", "native", "diffusers")
+
+
+def choose_runtime(runtime: str | None = None) -> str:
+    """`runtime` when given, else `GENPROMP_RUNTIME`, else "auto" (native where the folder allows it)."""
+    chosen = (runtime or os.environ.get(RUNTIME_ENV, "") or "auto").strip().lower()
+    if chosen not in RUNTIMES:
+        raise ModelLoadError(f"{RUNTIME_ENV} / runtime must be one of {', '.join(RUNTIMES)}, got {chosen!r}")
+    return chosen
+
+
 def _one_line(exc: BaseException) -> str:
     """An exception's message on one line (hub errors span several): CLI errors are one line."""
     return " ".join(str(exc).split())
@@ -131,6 +144,22 @@ def _check_diffusers_folder(folder: Path) -> None:
     config = json.loads(unet_config.read_text())
     if not config.get("cross_attention_dim"):
         raise ModelLoadError(f"{unet_config}: the UNet has no cross-attention; it is not a text-conditioned SD UNet")
+
+
+def _load_parts_native(folder: Path, dtype: torch.dtype, device: torch.device, required: bool) -> dict[str, Any] | None:
+    """The native modules for `folder`, or None (logged) where they cannot reproduce it exactly and the
+    runtime is "auto"; with `required`, that is a ModelLoadError instead."""
+    from genpromp_annotate.engine.native.errors import UnsupportedCheckpoint
+    from genpromp_annotate.engine.native.loader import load_native_parts
+
+    try:
+        return load_native_parts(folder, dtype, device)
+    except UnsupportedCheckpoint as exc:
+        if required:
+            raise ModelLoadError(f"{folder}: the native runtime cannot open this model ({exc}); "
+                                 f"unset {RUNTIME_ENV} or set it to diffusers") from exc
+        logger.info("%s: opening with diffusers (native runtime: %s)", folder, exc)
+        return None
 
 
 def _load_parts_from_repo(source: str, local_only: bool, dtype: torch.dtype) -> dict[str, Any]:
@@ -176,6 +205,7 @@ def load_stable_diffusion(
     dtype: str | torch.dtype | None = None,
     single_file_config: str | None = None,
     training: bool = False,
+    runtime: str | None = None,
 ) -> StableDiffusion:
     """Load Stable Diffusion from a diffusers folder, a single checkpoint file, or a hub id.
 
@@ -186,17 +216,31 @@ def load_stable_diffusion(
         dtype: default bf16/fp16 on CUDA, fp16 on MPS; on CPU bf16 where the CPU has native bf16, else fp32
             (see `choose_dtype`).
         single_file_config: for a single file, a diffusers folder or hub id whose configs describe it.
-        training: the model is to be trained (the CPU default is then fp32).
+        training: the model is to be trained (the CPU default is then fp32; diffusers modules always).
+        runtime: "auto" (default, or `GENPROMP_RUNTIME`): a diffusers folder opens with the native
+            inference modules (engine/native: the same maps, without importing diffusers or transformers)
+            where they reproduce every part, else with diffusers; "native" requires them; "diffusers"
+            never uses them. Single files, hub ids and training always use diffusers.
     """
     path = Path(source).expanduser()
     torch_device = choose_device(str(device) if device is not None else None)
     torch_dtype = choose_dtype(torch_device, dtype, training)
+    chosen_runtime = "diffusers" if training else choose_runtime(runtime)  # training needs diffusers' UNet
+    used_runtime = "diffusers"
     if path.is_dir():
         _check_diffusers_folder(path)
-        try:
-            parts = _load_parts_from_repo(str(path), local_only=True, dtype=torch_dtype)
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
-            raise ModelLoadError(f"{path}: cannot load the model ({_one_line(exc)})") from exc
+        native = None
+        if chosen_runtime != "diffusers":
+            native = _load_parts_native(path, torch_dtype, torch_device, required=chosen_runtime == "native")
+        if native is not None:
+            parts, used_runtime = native, "native"
+        else:
+            try:
+                parts = _load_parts_from_repo(str(path), local_only=True, dtype=torch_dtype)
+            except (OSError, ValueError, json.JSONDecodeError) as exc:
+                raise ModelLoadError(f"{path}: cannot load the model ({_one_line(exc)})") from exc
+    elif chosen_runtime == "native":
+        raise ModelLoadError(f"model {str(source)!r}: the native runtime opens diffusers folders only")
     elif path.is_file():
         if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
             raise ModelLoadError(
@@ -221,12 +265,13 @@ def load_stable_diffusion(
         device=torch_device,
         dtype=torch_dtype,
         source=str(source),
+        runtime=used_runtime,
     )
     for module in (model.text_encoder, model.vae, model.unet):
         module.requires_grad_(False)
         module.eval()
     model.to(torch_device, torch_dtype)
-    logger.info("loaded %s on %s as %s", source, torch_device, torch_dtype)
+    logger.info("loaded %s on %s as %s (%s modules)", source, torch_device, torch_dtype, used_runtime)
     return model
 
 
@@ -254,10 +299,23 @@ def weights_digest(module: torch.nn.Module, length: int = 12) -> str:
 
 
 def load_finetuned_unet(model: Any, unet_path: str) -> Any:
-    """A finetuned UNet (diffusers folder), frozen, on the model's device and dtype; ModelLoadError if unusable."""
-    from diffusers import UNet2DConditionModel
+    """A finetuned UNet (diffusers folder), frozen, on the model's device and dtype; ModelLoadError if unusable.
 
-    from genpromp_annotate.errors import ModelLoadError
+    A natively opened model gets a native UNet where it reproduces the folder, like its base UNet."""
+    if getattr(model, "runtime", "diffusers") == "native":
+        from genpromp_annotate.engine.native.errors import UnsupportedCheckpoint
+        from genpromp_annotate.engine.native.loader import load_native_unet
+
+        try:
+            native = load_native_unet(Path(unet_path), model.dtype, model.device)
+        except UnsupportedCheckpoint as exc:
+            logger.info("%s: opening with diffusers (native runtime: %s)", unet_path, exc)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"finetuned UNet {unet_path}: cannot load ({exc}); select another one or none") from exc
+        else:
+            native.requires_grad_(False)
+            return native.eval()
+    from diffusers import UNet2DConditionModel
 
     try:
         unet = UNet2DConditionModel.from_pretrained(unet_path)

@@ -50,9 +50,18 @@ def load_tokenizer(model_source: str) -> Any:
     """Only the CLIP tokenizer of a model (cheap), for meta tokens at `init` / `labels add`."""
     from pathlib import Path
 
+    from genpromp_annotate.engine.loading import choose_runtime, load_stable_diffusion
     from genpromp_annotate.errors import ModelLoadError
 
     path = Path(model_source).expanduser()
+    if path.is_dir() and (path / "tokenizer").is_dir() and choose_runtime() != "diffusers":
+        from genpromp_annotate.engine.native.clip import ClipTokenizer
+        from genpromp_annotate.engine.native.errors import UnsupportedCheckpoint
+
+        try:
+            return ClipTokenizer.from_folder(path / "tokenizer")  # ModelLoadError naming the file if unreadable
+        except UnsupportedCheckpoint:
+            pass  # transformers' tokenizer below reads what the native one does not
     if path.is_dir() and (path / "tokenizer").is_dir():
         from transformers import CLIPTokenizer
 
@@ -60,6 +69,4 @@ def load_tokenizer(model_source: str) -> Any:
             return CLIPTokenizer.from_pretrained(str(path / "tokenizer"))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{path / 'tokenizer'}: cannot load the CLIP tokenizer ({exc})") from exc
-    from genpromp_annotate.engine.loading import load_stable_diffusion
-
     return load_stable_diffusion(model_source, device="cpu").tokenizer

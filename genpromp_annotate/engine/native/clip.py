@@ -25,13 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genpromp_annotate.engine.native.errors import UnsupportedCheckpoint
 from genpromp_annotate.errors import ModelLoadError
-
-
-class UnsupportedCheckpoint(ValueError):
-    """A folder holds something the native modules cannot reproduce exactly (the message names it); the
-    loader falls back to transformers/diffusers, which can."""
-
 
 # ---- tokenizer ----------------------------------------------------------------------------------------
 
