@@ -124,3 +124,11 @@ def test_a_localize_process_imports_neither_diffusers_nor_transformers(tiny_mode
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
     assert '"boxes"' in done.stdout
+
+
+def test_bf16_maps_are_bit_equal_between_runtimes(tiny_model_dir):
+    models = [load_stable_diffusion(tiny_model_dir, device="cpu", dtype="bfloat16", runtime=runtime)
+              for runtime in ("native", "diffusers")]
+    images = _images(1, 512)
+    maps = [Localizer(model).compute_maps(images, ["cat", "dog", "cat"]).numpy() for model in models]
+    assert np.array_equal(maps[0], maps[1])

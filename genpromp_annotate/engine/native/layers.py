@@ -30,8 +30,8 @@ class ResnetBlock2D(nn.Module):
         if self.time_emb_proj is not None and temb is not None:
             hidden = hidden + self.time_emb_proj(F.silu(temb))[:, :, None, None]
         hidden = self.conv2(self.dropout(F.silu(self.norm2(hidden))))
-        if self.conv_shortcut is not None:
-            input_tensor = self.conv_shortcut(input_tensor.contiguous())
+        if self.conv_shortcut is not None:  # no .contiguous(): a channels-last input stays channels-last
+            input_tensor = self.conv_shortcut(input_tensor)
         return (input_tensor + hidden) / self.output_scale_factor
 
 
