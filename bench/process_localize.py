@@ -60,6 +60,30 @@ def reference_process(model_dir: str, images: list[str]) -> None:
     print(json.dumps(out))
 
 
+# Where a `localize`-like process spends its time, timed inside one fresh process, phase by phase.
+PHASES_SCRIPT = """
+import json, sys, time
+marks = [("start", time.perf_counter())]
+import torch
+marks.append(("import torch", time.perf_counter()))
+from PIL import Image
+from genpromp_annotate.engine.loading import load_stable_diffusion
+from genpromp_annotate.engine.localizer import Localizer
+marks.append(("import the engine", time.perf_counter()))
+model = load_stable_diffusion(sys.argv[1], device="cpu")
+marks.append(("load the model (%s, %s)" % (model.runtime, str(model.dtype).split(".")[-1]), time.perf_counter()))
+loc = Localizer(model)
+marks.append(("probe the attention layers", time.perf_counter()))
+loc.prompt_for("cat")
+marks.append(("text encoder, 7 templates", time.perf_counter()))
+images = [Image.open(path).convert("RGB") for path in sys.argv[2:]]
+marks.append(("decode the images", time.perf_counter()))
+loc.localize(images, ["cat"] * len(images), batch_size=len(images))
+marks.append(("maps and boxes", time.perf_counter()))
+print(json.dumps({name: round(t - marks[i][1], 3) for i, (name, t) in enumerate(marks[1:])}))
+"""
+
+
 def wall_seconds(command: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, **(env or {})})
@@ -99,6 +123,11 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, (command, env) in commands.items():
                 times[name].append(wall_seconds(command, env))
+        phases = {}
+        for runtime in ("auto", "diffusers"):
+            done = subprocess.run([sys.executable, "-c", PHASES_SCRIPT, model_dir, *paths], check=True,
+                                  capture_output=True, text=True, env={**os.environ, "GENPROMP_RUNTIME": runtime})
+            phases[f"GENPROMP_RUNTIME={runtime}"] = json.loads(done.stdout.strip().splitlines()[-1])
     baseline = statistics.median(times["reference-style process"])
     results = {}
     for name, values in times.items():
@@ -106,9 +135,11 @@ def main() -> None:
         results[name] = {"median_s": round(median, 3), "runs_s": [round(v, 3) for v in values],
                          "speedup_vs_reference": round(baseline / median, 2)}
         print(f"  {name:<50} {median:7.2f} s   {baseline / median:5.2f}× the reference-style process")
+    for runtime, seconds in phases.items():
+        print(f"  phases, {runtime}: " + ", ".join(f"{name} {value:.2f} s" for name, value in seconds.items()))
     payload = {"benchmark": "process-localize", "environment": environment(torch.device("cpu"), torch.float32),
                "images": args.images, "rounds": args.rounds, "model": "tiny (make-tiny-model, seed 0), 512 px",
-               "results": results}
+               "results": results, "phases_s": phases}
     print(f"wrote {write_json('process-localize', payload, args.out)}")
 
 

@@ -24,7 +24,7 @@ def _lint_imports(cwd: Path, pythonpath: Path | None = None) -> subprocess.Compl
 def test_the_import_contracts_hold():
     done = _lint_imports(ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 kept, 0 broken" in done.stdout
+    assert "3 kept, 0 broken" in done.stdout
 
 
 def test_a_core_module_importing_the_backend_breaks_the_contract(tmp_path):
@@ -38,3 +38,16 @@ def test_a_core_module_importing_the_backend_breaks_the_contract(tmp_path):
     assert done.returncode != 0
     assert "the core never imports the Label Studio ML backend" in done.stdout
     assert "genpromp_annotate.engine.boxes -> genpromp_annotate_backend.app" in done.stdout
+
+
+def test_a_native_module_importing_diffusers_breaks_the_contract(tmp_path):
+    """The native runtime exists to start without diffusers: one import of it must fail the check."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.safetensors")
+    shutil.copytree(ROOT / "genpromp_annotate", tmp_path / "genpromp_annotate", ignore=ignore)
+    shutil.copytree(ROOT / "backend", tmp_path / "genpromp_annotate_backend", ignore=ignore)
+    unet = tmp_path / "genpromp_annotate" / "engine" / "native" / "unet.py"
+    unet.write_text(unet.read_text() + "\nimport diffusers  # noqa\n")
+    done = _lint_imports(tmp_path, pythonpath=tmp_path)
+    assert done.returncode != 0
+    assert "the native inference modules import neither diffusers nor transformers" in done.stdout
+    assert "genpromp_annotate.engine.native.unet -> diffusers" in done.stdout

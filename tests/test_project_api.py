@@ -214,7 +214,7 @@ def test_selected_finetuned_unet_is_loaded_and_named_in_the_version(db, project,
 
     own_model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
     base = build_localizer(db, project, model=own_model)
-    finetuned = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32").unet
+    finetuned = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32", runtime="diffusers").unet
     with torch.no_grad():
         finetuned.conv_in.bias.add_(0.01)  # stands in for a stage-2 finetune
     finetuned.save_pretrained(tmp_path / "unet")

@@ -36,7 +36,9 @@ def _pick_token(tokens: dict[str, torch.Tensor], label: str, path: Path) -> tupl
 
 @click.command("localize")
 @click.option("--model", "model_source", required=True,
-              help="Stable Diffusion: diffusers folder, .safetensors/.ckpt file, or hub id.")
+              help="Stable Diffusion: diffusers folder, .safetensors/.ckpt file, or hub id. A diffusers folder opens "
+              "with the native inference modules (same maps, no diffusers import); env GENPROMP_RUNTIME=diffusers "
+              "opens it with diffusers.")
 @click.option("--model-config", default=None, help="For a single-file --model offline: a diffusers folder describing it.")
 @click.option("--label", required=True, help="The category of every image, e.g. 'goldfish' or 'goldfish, Carassius auratus'.")
 @click.option("--tokens", "tokens_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,

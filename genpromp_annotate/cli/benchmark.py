@@ -63,7 +63,9 @@ def _request(ctx: click.Context, opts: dict[str, Any]) -> BenchmarkRequest:
               help="At most N images, spread evenly over the classes (the first of every class, then the second, …).")
 @click.option("--class-names", type=FILE,
               help="Class names, one per line in class-id order (the wsol layout has none; `wnid names` lines work).")
-@click.option("--model", help="Stable Diffusion: diffusers folder, .safetensors/.ckpt file, or hub id.")
+@click.option("--model", help="Stable Diffusion: diffusers folder, .safetensors/.ckpt file, or hub id. A diffusers folder opens "
+              "with the native inference modules (same maps, no diffusers import); env GENPROMP_RUNTIME=diffusers "
+              "opens it with diffusers.")
 @click.option("--model-config", default=None, help="For a single-file --model offline: a diffusers folder describing it.")
 @click.option("--unet", type=DIR,
               help="A finetuned UNet (diffusers folder) replacing the model's (stage 2; the paper's ImageNet setting).")

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from genpromp_annotate.errors import ModelLoadError
+from genpromp_annotate.errors import ConfigError, ModelLoadError
 from genpromp_annotate.log import get_logger
 
 logger = get_logger(__name__)
@@ -273,6 +273,14 @@ def load_stable_diffusion(
     model.to(torch_device, torch_dtype)
     logger.info("loaded %s on %s as %s (%s modules)", source, torch_device, torch_dtype, used_runtime)
     return model
+
+
+def require_diffusers_modules(model: StableDiffusion, purpose: str) -> None:
+    """`purpose` (UNet finetuning, gradient checkpointing) needs diffusers' modules; a model opened with the
+    native inference modules is refused with the way to open one that has them."""
+    if model.runtime == "native":
+        raise ConfigError(f"{purpose} needs diffusers' modules, but {model.source} was opened with the native "
+                          "inference modules; open it with load_stable_diffusion(..., training=True)")
 
 
 def model_from_components(parts: dict[str, Any], tokenizer: Any, device: str | None = None,

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from genpromp_annotate.engine.loading import StableDiffusion
+from genpromp_annotate.engine.loading import StableDiffusion, require_diffusers_modules
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.training.data import (
@@ -159,7 +159,10 @@ def restore_frozen_rows(weight: torch.Tensor, original: torch.Tensor, trainable_
 
 
 def use_sdpa_attention(unet) -> None:
-    """Make every attention layer use torch's scaled_dot_product_attention (diffusers' AttnProcessor2_0)."""
+    """Make every attention layer use torch's scaled_dot_product_attention (diffusers' AttnProcessor2_0; the
+    native UNet's own processor is that already)."""
+    if all(type(p).__name__ == "SdpaProcessor" for p in unet.attn_processors.values()):
+        return
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     if not all(isinstance(p, AttnProcessor2_0) for p in unet.attn_processors.values()):
@@ -262,6 +265,7 @@ class ConceptTrainer:
         self._table = model.text_encoder.get_input_embeddings()
         use_sdpa_attention(model.unet)
         if self.config.gradient_checkpointing:
+            require_diffusers_modules(model, "gradient checkpointing")
             model.unet.enable_gradient_checkpointing()
         # fp16 gradients underflow without loss scaling; bf16 and fp32 do not need it.
         self._scaler = torch.amp.GradScaler(model.device.type,

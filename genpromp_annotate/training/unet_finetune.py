@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genpromp_annotate.engine.loading import StableDiffusion, weights_digest
+from genpromp_annotate.engine.loading import StableDiffusion, require_diffusers_modules, weights_digest
 from genpromp_annotate.errors import ConfigError
 from genpromp_annotate.log import get_logger
 from genpromp_annotate.training.concept_tokens import (
@@ -119,6 +119,7 @@ class UnetFinetuner:
                  context: ProcessContext | None = None) -> None:
         from accelerate import Accelerator
 
+        require_diffusers_modules(model, "UNet finetuning (stage 2)")
         self.model = model
         self.config = config or UnetFinetuneConfig()
         self.categories = list(categories)

@@ -43,6 +43,12 @@ def _assert_same_maps(loaded, reference) -> None:
         assert a.as_dict() == b.as_dict()
 
 
+@pytest.fixture(scope="module")
+def folder_model(tiny_model_dir):
+    """The folder opened with diffusers, as a single file is: every weight, the VAE decoder included."""
+    return load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32", runtime="diffusers")
+
+
 def test_ldm_layout_covers_every_weight(tiny_model_dir):
     state = ldm_state_dict(tiny_model_dir)
     # the keys diffusers looks for to recognise an SD v1 checkpoint with a CLIP text encoder
@@ -56,24 +62,24 @@ def test_ldm_layout_covers_every_weight(tiny_model_dir):
     assert f"{VAE_PREFIX}decoder.up.0.upsample.conv.weight" not in state
 
 
-def test_safetensors_checkpoint_loads_to_the_same_model(tiny_model, tiny_model_dir, tmp_path):
+def test_safetensors_checkpoint_loads_to_the_same_model(folder_model, tiny_model_dir, tmp_path):
     path = write_ldm_checkpoint(tiny_model_dir, tmp_path / "tiny.safetensors")
     loaded = load_stable_diffusion(path, device="cpu", single_file_config=str(tiny_model_dir))
-    assert loaded.dtype == torch.float32 and loaded.tokenizer("a cat").input_ids == tiny_model.tokenizer("a cat").input_ids
+    assert loaded.dtype == torch.float32 and loaded.tokenizer("a cat").input_ids == folder_model.tokenizer("a cat").input_ids
     assert loaded.scheduler.config.beta_schedule == "scaled_linear" and loaded.scheduler.config.num_train_timesteps == 1000
-    _assert_same_weights(loaded, tiny_model)
-    _assert_same_maps(loaded, tiny_model)
+    _assert_same_weights(loaded, folder_model)
+    _assert_same_maps(loaded, folder_model)
 
 
-def test_ckpt_checkpoint_loads_to_the_same_model(tiny_model, tiny_model_dir, tmp_path):
+def test_ckpt_checkpoint_loads_to_the_same_model(folder_model, tiny_model_dir, tmp_path):
     path = write_ldm_checkpoint(tiny_model_dir, tmp_path / "tiny.ckpt")
     assert set(torch.load(path, weights_only=True)) == {"state_dict"}
     loaded = load_stable_diffusion(path, device="cpu", single_file_config=str(tiny_model_dir))
-    _assert_same_weights(loaded, tiny_model)
-    _assert_same_maps(loaded, tiny_model)
+    _assert_same_weights(loaded, folder_model)
+    _assert_same_maps(loaded, folder_model)
 
 
-def test_weights_come_from_the_file_not_the_config_folder(tiny_model, tiny_model_dir, tmp_path):
+def test_weights_come_from_the_file_not_the_config_folder(folder_model, tiny_model_dir, tmp_path):
     """Guards the two tests above: a changed tensor in the file shows up in the loaded model."""
     from safetensors.torch import save_file
 
@@ -89,7 +95,7 @@ def test_weights_come_from_the_file_not_the_config_folder(tiny_model, tiny_model
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     loaded = load_stable_diffusion(path, device="cpu", single_file_config=str(tiny_model_dir))
     for key, (part, name) in changed.items():
-        got, want = getattr(loaded, part).state_dict(), getattr(tiny_model, part).state_dict()
+        got, want = getattr(loaded, part).state_dict(), getattr(folder_model, part).state_dict()
         name = name or next(k for k in want if k.endswith("final_layer_norm.bias"))
         assert torch.equal(got[name], want[name] + 1.0), key
 

@@ -18,9 +18,10 @@ def test_layout_is_sd_v1(tiny_model_dir):
     assert index["_class_name"] == "StableDiffusionPipeline"
 
 
-def test_same_seed_same_model_other_seed_other_model(tiny_model, tmp_path):
-    again = load_stable_diffusion(make_tiny_model(tmp_path / "a", seed=0), device="cpu")
-    other = load_stable_diffusion(make_tiny_model(tmp_path / "b", seed=1), device="cpu")
+def test_same_seed_same_model_other_seed_other_model(tiny_model_dir, tmp_path):
+    tiny_model = load_stable_diffusion(tiny_model_dir, device="cpu", runtime="diffusers")  # every weight
+    again = load_stable_diffusion(make_tiny_model(tmp_path / "a", seed=0), device="cpu", runtime="diffusers")
+    other = load_stable_diffusion(make_tiny_model(tmp_path / "b", seed=1), device="cpu", runtime="diffusers")
     for part in ("unet", "vae", "text_encoder"):
         assert weights_digest(getattr(tiny_model, part)) == weights_digest(getattr(again, part))
         assert weights_digest(getattr(tiny_model, part)) != weights_digest(getattr(other, part))

@@ -49,14 +49,17 @@ def test_cross_attention_runs_where_sd_reads_its_maps(toy_model):
     assert by_group == {("down", 16): 2, ("mid", 8): 1, ("up", 16): 3}
 
 
-def test_pack_then_write_round_trips_the_weights(toy_model, tmp_path):
+def test_pack_then_write_round_trips_the_weights(toy_model_dir, tmp_path):
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    # packing reads diffusers' configs and every weight (the VAE decoder too): open it with diffusers
+    toy_model = load_stable_diffusion(toy_model_dir, device="cpu", dtype="float32", runtime="diffusers")
     parts = {"text_encoder": toy_model.text_encoder, "unet": toy_model.unet, "vae": toy_model.vae,
              "scheduler": toy_model.scheduler}
     packed = pack_toy_weights(parts, tmp_path / "again.safetensors", meta={"step": 1})
     folder = write_toy_model(tmp_path / "again", weights=packed)
-    from genpromp_annotate.engine.loading import load_stable_diffusion
 
-    again = load_stable_diffusion(folder, device="cpu", dtype="float32")
+    again = load_stable_diffusion(folder, device="cpu", dtype="float32", runtime="diffusers")
     for name in ("unet", "vae", "text_encoder"):
         for (key, a), (_, b) in zip(getattr(toy_model, name).state_dict().items(),
                                     getattr(again, name).state_dict().items()):

@@ -26,6 +26,15 @@ def write_category_images(folder: Path, label: str, count: int, seed: int, size:
     return paths
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """Here the tiny model is trained: opened for training (diffusers and transformers modules, fp32),
+    as `train-project` opens it, not with the native inference modules of the suite-wide fixture."""
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    return load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32", training=True)
+
+
 @pytest.fixture()
 def make_categories(tmp_path, tiny_model):
     """make_categories(["cat", "dog"], images=3) → list[CategoryImages] with real files under tmp_path."""

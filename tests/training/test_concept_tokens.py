@@ -146,8 +146,8 @@ def test_gradient_checkpointing_gives_the_same_tokens(tiny_model_dir, make_categ
 
     (category,) = make_categories(["cat"], images=2)
     config = dataclasses.replace(FAST, max_steps=2)
-    plain = ConceptTrainer(load_stable_diffusion(tiny_model_dir, "cpu", "float32"), [category], config).run()
-    model = load_stable_diffusion(tiny_model_dir, "cpu", "float32")  # own copy: checkpointing is a UNet flag
+    plain = ConceptTrainer(load_stable_diffusion(tiny_model_dir, "cpu", "float32", training=True), [category], config).run()
+    model = load_stable_diffusion(tiny_model_dir, "cpu", "float32", training=True)  # own copy: checkpointing is a UNet flag
     checkpointed = ConceptTrainer(model, [category], dataclasses.replace(config, gradient_checkpointing=True)).run()
     assert model.unet.is_gradient_checkpointing
     # Recomputing activations in the backward pass repeats the same float32 ops: equal up to ~1e-7.
@@ -159,7 +159,7 @@ def test_low_precision_model_trains_float32_tokens(tiny_model_dir, make_categori
     # trainable vectors and AdamW stay float32, and the vocabulary is still untouched.
     from genpromp_annotate.engine.loading import load_stable_diffusion
 
-    model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="bfloat16")
+    model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="bfloat16", training=True)
     (category,) = make_categories(["cat"], images=2)
     before = model.text_encoder.get_input_embeddings().weight.detach().clone()
     result = ConceptTrainer(model, [category], dataclasses.replace(FAST, max_steps=2)).run()[category.token]
@@ -167,3 +167,17 @@ def test_low_precision_model_trains_float32_tokens(tiny_model_dir, make_categori
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert not torch.equal(result.embedding, before[category.meta_token_id].float())
     assert torch.equal(model.text_encoder.get_input_embeddings().weight, before)
+
+
+def test_stage_one_on_the_native_modules_learns_the_same_tokens(tiny_model, tiny_model_dir, make_categories):
+    """The Label Studio backend trains missing tokens on its shared inference model, opened natively."""
+    from genpromp_annotate.engine.loading import load_stable_diffusion
+
+    native = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
+    assert native.runtime == "native" and tiny_model.runtime == "diffusers"
+    categories = make_categories(["cat", "dog"], images=2)
+    ours, theirs = (ConceptTrainer(model, categories, FAST).run() for model in (native, tiny_model))
+    for token, result in ours.items():
+        assert (result.embedding - theirs[token].embedding).abs().max().item() <= 1e-5
+    with pytest.raises(ConfigError, match="gradient checkpointing needs diffusers' modules.*training=True"):
+        ConceptTrainer(native, categories, dataclasses.replace(FAST, gradient_checkpointing=True))

@@ -97,7 +97,7 @@ def test_two_processes_train_each_label_once_and_match_one_process(db_url, make_
     from genpromp_annotate.engine.loading import load_stable_diffusion
     from genpromp_annotate.training.unet_finetune import UnetFinetuneConfig, UnetFinetuner
 
-    model = load_stable_diffusion(tiny_model.source, device="cpu", dtype="float32")
+    model = load_stable_diffusion(tiny_model.source, device="cpu", dtype="float32", training=True)
     vectors = {c.token: stored_embedding(store, "demo", c.label) for c in categories}
     tuner = UnetFinetuner(model, categories, vectors,
                           UnetFinetuneConfig(max_steps=2, batch_size=2, resolution=64, learning_rate=1e-4))

@@ -38,7 +38,7 @@ def test_defaults_are_the_papers_cub_run():
 def test_finetune_moves_the_unet_only(tiny_model_dir, make_categories, tmp_path):
     from genpromp_annotate.engine.loading import load_stable_diffusion, weights_digest
 
-    model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")  # its UNet will change
+    model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32", training=True)  # its UNet will change
     categories = make_categories(["cat", "dog"], images=2)
     table = model.text_encoder.get_input_embeddings().weight
     vectors = {c.token: table[c.meta_token_id].detach().clone() + 0.1 for c in categories}
@@ -86,7 +86,7 @@ def test_state_dict_resume_equals_an_uninterrupted_finetune(tiny_model_dir, make
     config = UnetFinetuneConfig(max_steps=2, batch_size=2, grad_accum=1, resolution=64, learning_rate=1e-4)
 
     def fresh() -> UnetFinetuner:
-        model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32")
+        model = load_stable_diffusion(tiny_model_dir, device="cpu", dtype="float32", training=True)
         table = model.text_encoder.get_input_embeddings().weight
         return UnetFinetuner(model, categories, {c.token: table[c.meta_token_id].detach().clone() for c in categories},
                              config)

@@ -1,7 +1,11 @@
-"""The one error of the native modules: a checkpoint they cannot reproduce exactly (the loader then uses diffusers)."""
+"""Errors raised by the native (plain-torch) inference modules."""
 
 from __future__ import annotations
 
 
 class UnsupportedCheckpoint(ValueError):
-    """A config value or weight the native modules do not implement; the message names it."""
+    """A checkpoint uses a config value (or tensor) the native modules cannot reproduce exactly.
+
+    The message names the offending config key and value (or state-dict key) so that
+    the loader can log it and fall back to diffusers.
+    """

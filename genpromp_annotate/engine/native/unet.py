@@ -8,7 +8,7 @@ project's small models use are implemented; any other value raises UnsupportedCh
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -296,7 +296,8 @@ class NativeUNet(nn.Module):
             skips += outputs
         hidden = self.mid_block(hidden, temb, encoder_hidden_states)
         for i, up in enumerate(self.up_blocks):
-            taken, skips = skips[-len(up.resnets):], skips[: -len(up.resnets)]
+            used = len(cast(UpBlock2D, up).resnets)  # each ResNet takes one skip connection, last first
+            taken, skips = skips[-used:], skips[:-used]
             size = tuple(skips[-1].shape[2:]) if forward_size and i < len(self.up_blocks) - 1 else None
             hidden = up(hidden, taken, temb, encoder_hidden_states, size)
         hidden = self.conv_out(self.conv_act(self.conv_norm_out(hidden)))

@@ -87,7 +87,7 @@ def test_the_capture_finds_and_reads_the_same_layers(tiny_model_dir):
         assert (states[0].columns[name] - states[1].columns[name]).abs().max().item() <= 1e-5
     for name in states[0].affinities:
         assert (states[0].affinities[name][0] - states[1].affinities[name][0]).abs().max().item() <= 1e-5
-    assert list(native.attn_processors.values())[0] is not None  # the originals are back after the capture
+    assert all(type(p).__name__ == "SdpaProcessor" for p in native.attn_processors.values())  # restored
 
 
 @pytest.mark.parametrize("which", ["tiny", "toy"])
@@ -102,7 +102,7 @@ def test_the_vae_encoder_equals_diffusers_and_holds_no_decoder(which, tiny_model
     images = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.inference_mode():
         ours, theirs = native.encode(images).latent_dist, reference.encode(images).latent_dist
-        for attribute in ("mean", "std", "logvar", "var"):
+        for attribute in ("mean", "std", "logvar"):
             assert (getattr(ours, attribute) - getattr(theirs, attribute)).abs().max().item() <= 1e-5
         drawn = [d.sample(torch.Generator().manual_seed(2)) for d in (ours, theirs)]
         assert (drawn[0] - drawn[1]).abs().max().item() <= 1e-5
