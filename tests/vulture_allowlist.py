@@ -9,5 +9,5 @@ db_upgrade_command  # click command
 max_content_width, terminal_width  # click context settings
 _on_connect, _on_begin, isolation_level  # SQLAlchemy event listeners, DBAPI connection attribute
 IMAGE_STATUSES  # the documented values of Image.status
-forward  # torch.nn.Module
+forward, reset_parameters  # torch.nn.Module (reset_parameters: called by its __init__)
 pytestmark, pytest_report_header, should_exit  # pytest, uvicorn.Server

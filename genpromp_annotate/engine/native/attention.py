@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genpromp_annotate.engine.native.uninitialised import Conv2d, GroupNorm, LayerNorm, Linear
+
 
 class SdpaProcessor:
     """Plain attention on `scaled_dot_product_attention`: the same math as diffusers' AttnProcessor2_0."""
@@ -54,11 +56,11 @@ class Attention(nn.Module):
         inner = heads * dim_head
         self.heads = heads
         self.scale = dim_head**-0.5
-        self.to_q = nn.Linear(query_dim, inner, bias=bias)
-        self.to_k = nn.Linear(cross_attention_dim or query_dim, inner, bias=bias)
-        self.to_v = nn.Linear(cross_attention_dim or query_dim, inner, bias=bias)
-        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=True), nn.Dropout(0.0)])
-        self.group_norm = nn.GroupNorm(group_norm_groups, query_dim, eps=eps, affine=True) if group_norm_groups else None
+        self.to_q = Linear(query_dim, inner, bias=bias)
+        self.to_k = Linear(cross_attention_dim or query_dim, inner, bias=bias)
+        self.to_v = Linear(cross_attention_dim or query_dim, inner, bias=bias)
+        self.to_out = nn.ModuleList([Linear(inner, query_dim, bias=True), nn.Dropout(0.0)])
+        self.group_norm = GroupNorm(group_norm_groups, query_dim, eps=eps, affine=True) if group_norm_groups else None
         self.residual_connection = residual_connection
         self.rescale_output_factor = 1.0
         # diffusers' options that SD v1 leaves off (capture.py reads them)
@@ -87,7 +89,7 @@ class GEGLU(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out * 2)
+        self.proj = Linear(dim_in, dim_out * 2)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden, gate = self.proj(hidden).chunk(2, dim=-1)
@@ -99,7 +101,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.net = nn.ModuleList([GEGLU(dim, dim * 4), nn.Dropout(0.0), nn.Linear(dim * 4, dim)])
+        self.net = nn.ModuleList([GEGLU(dim, dim * 4), nn.Dropout(0.0), Linear(dim * 4, dim)])
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
@@ -112,11 +114,11 @@ class BasicTransformerBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, dim_head: int, cross_attention_dim: int) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn1 = Attention(dim, heads, dim_head)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.attn2 = Attention(dim, heads, dim_head, cross_attention_dim=cross_attention_dim)
-        self.norm3 = nn.LayerNorm(dim)
+        self.norm3 = LayerNorm(dim)
         self.ff = FeedForward(dim)
 
     def forward(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -134,8 +136,8 @@ class Transformer2DModel(nn.Module):
         super().__init__()
         inner = heads * dim_head
         self.use_linear_projection = use_linear_projection
-        self.norm = nn.GroupNorm(groups, in_channels, eps=1e-6, affine=True)
-        projection = nn.Linear if use_linear_projection else (lambda i, o: nn.Conv2d(i, o, 1))
+        self.norm = GroupNorm(groups, in_channels, eps=1e-6, affine=True)
+        projection = Linear if use_linear_projection else (lambda i, o: Conv2d(i, o, 1))
         self.proj_in = projection(in_channels, inner)
         self.transformer_blocks = nn.ModuleList(
             [BasicTransformerBlock(inner, heads, dim_head, cross_attention_dim) for _ in range(num_layers)])

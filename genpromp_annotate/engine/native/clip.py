@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genpromp_annotate.engine.native.errors import UnsupportedCheckpoint
+from genpromp_annotate.engine.native.uninitialised import LayerNorm, Linear
 from genpromp_annotate.errors import ModelLoadError
 
 # ---- tokenizer ----------------------------------------------------------------------------------------
@@ -603,8 +604,7 @@ class TextEncoderOutput:
 
 
 def _uninitialised_embedding(rows: int, width: int) -> nn.Embedding:
-    """An nn.Embedding whose weights `from_folder` assigns: random-initialising it on the meta device
-    would import torch._dynamo (about 2 s)."""
+    """An nn.Embedding whose weights `from_folder` assigns (random initialisation would only be overwritten)."""
     return nn.Embedding(rows, width, _weight=torch.empty(rows, width))
 
 
@@ -625,8 +625,8 @@ class _Attention(nn.Module):
         width = config.hidden_size
         self.heads = config.num_attention_heads
         self.scale = (width // self.heads) ** -0.5
-        self.q_proj, self.k_proj = nn.Linear(width, width), nn.Linear(width, width)
-        self.v_proj, self.out_proj = nn.Linear(width, width), nn.Linear(width, width)
+        self.q_proj, self.k_proj = Linear(width, width), Linear(width, width)
+        self.v_proj, self.out_proj = Linear(width, width), Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
@@ -643,8 +643,8 @@ class _Mlp(nn.Module):
     def __init__(self, config: ClipTextConfig) -> None:
         super().__init__()
         self.activation = ACTIVATIONS[config.hidden_act]
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc1 = Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.activation(self.fc1(x)))
@@ -654,9 +654,9 @@ class _EncoderLayer(nn.Module):
     def __init__(self, config: ClipTextConfig) -> None:
         super().__init__()
         self.self_attn = _Attention(config)
-        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm1 = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = _Mlp(config)
-        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm2 = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.layer_norm1(x))
@@ -679,7 +679,7 @@ class ClipTextEncoder(nn.Module):
         self.config = config
         self.embeddings = _Embeddings(config)
         self.encoder = _Encoder(config)
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.final_layer_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     @classmethod
     def from_folder(cls, path: str | Path, dtype: torch.dtype = torch.float32,
@@ -687,8 +687,7 @@ class ClipTextEncoder(nn.Module):
         """A `text_encoder/` folder (config.json + model.safetensors), loaded strictly, in eval mode."""
         folder = Path(path)
         config = ClipTextConfig.from_file(folder / "config.json")
-        with torch.device("meta"):
-            model = cls(config)
+        model = cls(config)  # uninitialised layers (engine/native/uninitialised.py): the file's tensors follow
         state = _read_weights(folder, dtype, torch.device(device))
         _check_keys(model, state, folder / WEIGHTS_FILE)
         model.load_state_dict(state, strict=True, assign=True)

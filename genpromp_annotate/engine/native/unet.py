@@ -23,6 +23,7 @@ from genpromp_annotate.engine.native.layers import (
     Timesteps,
     Upsample2D,
 )
+from genpromp_annotate.engine.native.uninitialised import Conv2d, GroupNorm
 from genpromp_annotate.engine.native.weights import load_strict, read_tensors
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -208,7 +209,7 @@ class NativeUNet(nn.Module):
         heads = config.attention_head_dim
         heads = list(heads) if isinstance(heads, list) else [heads] * n_blocks
         temb = channels[0] * 4
-        self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
+        self.conv_in = Conv2d(config.in_channels, channels[0], 3, padding=1)
         self.time_proj = Timesteps(channels[0], config.flip_sin_to_cos, config.freq_shift)
         self.time_embedding = TimestepEmbedding(channels[0], temb)
         self.down_blocks = nn.ModuleList()
@@ -231,13 +232,9 @@ class NativeUNet(nn.Module):
                                                          config, not last))
             else:
                 self.up_blocks.append(UpBlock2D(in_ch, prev_ch, out_ch, temb, layers, config, not last))
-        self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
+        self.conv_norm_out = GroupNorm(config.norm_num_groups, channels[0], eps=config.norm_eps)
         self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(channels[0], config.out_channels, 3, padding=1)
-
-    @classmethod
-    def from_config(cls, raw: dict[str, Any], source: str = "<config>") -> NativeUNet:
-        return cls(checked_config(raw, DEFAULTS, ACCEPTED, source))
+        self.conv_out = Conv2d(channels[0], config.out_channels, 3, padding=1)
 
     @classmethod
     def from_folder(cls, folder: str | Path, dtype: torch.dtype = torch.float32,
@@ -245,8 +242,7 @@ class NativeUNet(nn.Module):
         """`config.json` + `diffusion_pytorch_model.safetensors` of a diffusers UNet folder."""
         folder = Path(folder)
         config = checked_config(read_config(folder / "config.json"), DEFAULTS, ACCEPTED, str(folder / "config.json"))
-        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-            unet = cls(config)
+        unet = cls(config)  # uninitialised layers: every tensor comes from the file
         load_strict(unet, read_tensors(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
         return unet.to(device=device, dtype=dtype).eval()
 

@@ -15,6 +15,7 @@ from genpromp_annotate.engine.native.attention import Attention
 from genpromp_annotate.engine.native.config import ModuleConfig, checked_config, read_config
 from genpromp_annotate.engine.native.layers import Downsample2D, ResnetBlock2D
 from genpromp_annotate.engine.native.unet import _positive_ints
+from genpromp_annotate.engine.native.uninitialised import Conv2d, GroupNorm
 from genpromp_annotate.engine.native.weights import load_strict, read_tensors
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -80,14 +81,14 @@ class Encoder(nn.Module):
     def __init__(self, config: ModuleConfig) -> None:
         super().__init__()
         channels, groups = list(config.block_out_channels), config.norm_num_groups
-        self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
+        self.conv_in = Conv2d(config.in_channels, channels[0], 3, padding=1)
         self.down_blocks = nn.ModuleList([
             DownEncoderBlock2D(channels[max(i - 1, 0)], channels[i], config.layers_per_block, groups,
                                add_downsample=i < len(channels) - 1) for i in range(len(channels))])
         self.mid_block = UNetMidBlock2D(channels[-1], groups, config.mid_block_add_attention)
-        self.conv_norm_out = nn.GroupNorm(groups, channels[-1], eps=EPS)
+        self.conv_norm_out = GroupNorm(groups, channels[-1], eps=EPS)
         self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(channels[-1], 2 * config.latent_channels, 3, padding=1)
+        self.conv_out = Conv2d(channels[-1], 2 * config.latent_channels, 3, padding=1)
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         hidden = self.conv_in(sample)
@@ -129,19 +130,14 @@ class NativeAutoencoderKL(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         latent = 2 * config.latent_channels
-        self.quant_conv = nn.Conv2d(latent, latent, 1) if config.use_quant_conv else None
-
-    @classmethod
-    def from_config(cls, raw: dict[str, Any], source: str = "<config>") -> NativeAutoencoderKL:
-        return cls(checked_config(raw, DEFAULTS, ACCEPTED, source))
+        self.quant_conv = Conv2d(latent, latent, 1) if config.use_quant_conv else None
 
     @classmethod
     def from_folder(cls, folder: str | Path, dtype: torch.dtype = torch.float32,
                     device: torch.device | str = "cpu") -> NativeAutoencoderKL:
         folder = Path(folder)
         config = checked_config(read_config(folder / "config.json"), DEFAULTS, ACCEPTED, str(folder / "config.json"))
-        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-            vae = cls(config)
+        vae = cls(config)  # uninitialised layers: every tensor comes from the file
         tensors = read_tensors(folder / WEIGHTS_FILE, prefixes=("encoder.", "quant_conv."))
         load_strict(vae, tensors, folder / WEIGHTS_FILE)
         return vae.to(device=device, dtype=dtype).eval()
