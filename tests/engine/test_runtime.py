@@ -132,3 +132,14 @@ def test_bf16_maps_are_bit_equal_between_runtimes(tiny_model_dir):
     images = _images(1, 512)
     maps = [Localizer(model).compute_maps(images, ["cat", "dog", "cat"]).numpy() for model in models]
     assert np.array_equal(maps[0], maps[1])
+
+
+def test_a_folder_with_bin_weights_opens_with_diffusers(tiny_model_dir, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    UNet2DConditionModel.from_pretrained(tiny_model_dir / "unet").save_pretrained(copy / "unet", safe_serialization=False)
+    model = load_stable_diffusion(copy, device="cpu", dtype="float32")
+    assert model.runtime == "diffusers"

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genpromp_annotate.engine.native.errors import UnsupportedCheckpoint
 from genpromp_annotate.errors import ModelLoadError
 
 
@@ -15,8 +16,8 @@ def read_tensors(path: Path, prefixes: Sequence[str] = ("",)) -> dict[str, torch
     """The tensors of a safetensors file whose names start with one of `prefixes` (others never read)."""
     from safetensors import SafetensorError, safe_open
 
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: the weights file is missing")
+    if not path.is_file():  # e.g. only a .bin or sharded weights, which diffusers reads
+        raise UnsupportedCheckpoint(f"{path}: no such file (the native modules read single safetensors files)")
     try:
         with safe_open(str(path), framework="pt") as handle:
             return {name: handle.get_tensor(name) for name in handle.keys()  # noqa: SIM118 - not iterable
