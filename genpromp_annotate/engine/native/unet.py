@@ -73,6 +73,9 @@ ACCEPTED: dict[str, Any] = {
     "attention_head_dim": _positive_ints,
     "block_out_channels": _positive_ints,
     "cross_attention_dim": lambda v: isinstance(v, int) and v > 0,
+    # diffusers also takes a per-block list of layers; not implemented here (a TypeError would skip the fallback)
+    "layers_per_block": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "norm_num_groups": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "addition_embed_type_num_heads": lambda v: True,  # read only with an addition embedding (refused above)
     "sample_size": lambda v: True,  # a default for pipelines; the forward takes any latent side
 }

@@ -104,6 +104,7 @@ def test_the_vae_encoder_equals_diffusers_and_holds_no_decoder(which, tiny_model
         ours, theirs = native.encode(images).latent_dist, reference.encode(images).latent_dist
         for attribute in ("mean", "std", "logvar"):
             assert (getattr(ours, attribute) - getattr(theirs, attribute)).abs().max().item() <= 1e-5
+        assert (ours.var - theirs.var).abs().max().item() <= 1e-5
         drawn = [d.sample(torch.Generator().manual_seed(2)) for d in (ours, theirs)]
         assert (drawn[0] - drawn[1]).abs().max().item() <= 1e-5
 
@@ -131,6 +132,7 @@ def _copy_config(folder, tmp_path, **changes):
 
 @pytest.mark.parametrize(("key", "value"), [("resnet_time_scale_shift", "scale_shift"),
                                             ("class_embed_type", "timestep"), ("upcast_attention", True),
+                                            ("layers_per_block", [2, 2, 2, 2]), ("norm_num_groups", None),
                                             ("some_future_option", 1)])
 def test_an_unsupported_unet_config_names_its_key(tiny_model_dir, tmp_path, key, value):
     folder = _copy_config(tiny_model_dir / "unet", tmp_path, **{key: value})
