@@ -56,11 +56,11 @@ class Attention(nn.Module):
         inner = heads * dim_head
         self.heads = heads
         self.scale = dim_head**-0.5
+        self.group_norm = GroupNorm(group_norm_groups, query_dim, eps=eps, affine=True) if group_norm_groups else None  # first: diffusers' key order
         self.to_q = Linear(query_dim, inner, bias=bias)
         self.to_k = Linear(cross_attention_dim or query_dim, inner, bias=bias)
         self.to_v = Linear(cross_attention_dim or query_dim, inner, bias=bias)
         self.to_out = nn.ModuleList([Linear(inner, query_dim, bias=True), nn.Dropout(0.0)])
-        self.group_norm = GroupNorm(group_norm_groups, query_dim, eps=eps, affine=True) if group_norm_groups else None
         self.residual_connection = residual_connection
         self.rescale_output_factor = 1.0
         # diffusers' options that SD v1 leaves off (capture.py reads them)

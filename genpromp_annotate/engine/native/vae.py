@@ -65,10 +65,10 @@ class UNetMidBlock2D(nn.Module):
 
     def __init__(self, channels: int, groups: int, add_attention: bool) -> None:
         super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, None, groups, EPS) for _ in range(2)])
         attention = Attention(channels, heads=1, dim_head=channels, bias=True, group_norm_groups=groups, eps=EPS,
                               residual_connection=True)
-        self.attentions = nn.ModuleList([attention]) if add_attention else None
+        self.attentions = nn.ModuleList([attention]) if add_attention else None  # before the ResNets, as diffusers
+        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, None, groups, EPS) for _ in range(2)])
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.resnets[0](hidden)
