@@ -27,6 +27,7 @@ from torch import nn
 
 from genpromp_annotate.engine.native.errors import UnsupportedCheckpoint
 from genpromp_annotate.engine.native.uninitialised import LayerNorm, Linear
+from genpromp_annotate.engine.native.weights import load_strict, read_tensors
 from genpromp_annotate.errors import ModelLoadError
 
 # ---- tokenizer ----------------------------------------------------------------------------------------
@@ -688,10 +689,14 @@ class ClipTextEncoder(nn.Module):
         folder = Path(path)
         config = ClipTextConfig.from_file(folder / "config.json")
         model = cls(config)  # uninitialised layers (engine/native/uninitialised.py): the file's tensors follow
-        state = _read_weights(folder, dtype, torch.device(device))
-        _check_keys(model, state, folder / WEIGHTS_FILE)
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.eval()
+        path = folder / WEIGHTS_FILE
+        state = {}
+        for key, tensor in read_tensors(path).items():
+            name = key.removeprefix(CHECKPOINT_PREFIX)
+            if name not in IGNORED_KEYS:
+                state[name] = tensor
+        load_strict(model, state, path)
+        return model.to(device=device, dtype=dtype).eval()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -733,41 +738,3 @@ class ClipTextEncoder(nn.Module):
         for layer in self.encoder.layers:
             hidden = layer(hidden)
         return TextEncoderOutput(self.final_layer_norm(hidden))
-
-
-def _read_weights(folder: Path, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """model.safetensors, `text_model.` prefix dropped, ignorable buffers left out, in `dtype` on `device`."""
-    from safetensors import SafetensorError, safe_open
-
-    path = folder / WEIGHTS_FILE
-    if not path.is_file():
-        others = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.safetensors"))
-        if others:  # transformers reads pickled and sharded weights; the native loader does not
-            raise UnsupportedCheckpoint(f"{folder}: weights in {', '.join(others)}, not {WEIGHTS_FILE}")
-        raise ModelLoadError(f"{path}: missing (a text_encoder folder holds config.json and {WEIGHTS_FILE})")
-    state = {}
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = handle.keys()  # a safe_open handle is not iterable
-            for key in keys:
-                name = key.removeprefix(CHECKPOINT_PREFIX)
-                if name not in IGNORED_KEYS:
-                    state[name] = handle.get_tensor(key).to(device=device, dtype=dtype)
-    except (OSError, SafetensorError) as exc:
-        raise ModelLoadError(f"{path}: cannot read the text encoder weights ({exc})") from exc
-    return state
-
-
-def _check_keys(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Strict loading with messages naming the keys: missing or mis-shaped → ModelLoadError; unexpected →
-    UnsupportedCheckpoint (transformers would ignore them; the native module cannot say they are unused)."""
-    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise ModelLoadError(f"{path}: missing {len(missing)} weights, e.g. {', '.join(missing[:3])}")
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise UnsupportedCheckpoint(f"{path}: unexpected weights {', '.join(unexpected[:3])}")
-    for name, shape in expected.items():
-        if tuple(state[name].shape) != shape:
-            raise ModelLoadError(f"{path}: {name} has shape {tuple(state[name].shape)}, the config implies {shape}")

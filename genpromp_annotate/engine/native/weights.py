@@ -16,8 +16,11 @@ def read_tensors(path: Path, prefixes: Sequence[str] = ("",)) -> dict[str, torch
     """The tensors of a safetensors file whose names start with one of `prefixes` (others never read)."""
     from safetensors import SafetensorError, safe_open
 
-    if not path.is_file():  # e.g. only a .bin or sharded weights, which diffusers reads
-        raise UnsupportedCheckpoint(f"{path}: no such file (the native modules read single safetensors files)")
+    if not path.is_file():
+        others = sorted(p.name for p in path.parent.glob("*.bin")) + sorted(p.name for p in path.parent.glob("*.safetensors"))
+        if others:  # pickled, sharded or variant weights: diffusers and transformers read those, we do not
+            raise UnsupportedCheckpoint(f"{path.parent}: weights in {', '.join(others)}, not {path.name}")
+        raise ModelLoadError(f"{path}: missing (the folder holds no weights file)")
     try:
         with safe_open(str(path), framework="pt") as handle:
             return {name: handle.get_tensor(name) for name in handle.keys()  # noqa: SIM118 - not iterable
@@ -27,15 +30,19 @@ def read_tensors(path: Path, prefixes: Sequence[str] = ("",)) -> dict[str, torch
 
 
 def load_strict(module: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    """Copy `tensors` into `module`; ModelLoadError naming `source` and the first missing, unexpected or
-    misshapen names (a checkpoint of another layout must not load half-way)."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    misshapen = sorted(name for name in set(own) & set(tensors) if own[name].shape != tensors[name].shape)
-    problems = [f"{label}: {', '.join(names[:4])}{' …' if len(names) > 4 else ''}"
-                for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
-                if names]
-    if problems:
-        raise ModelLoadError(f"{source}: the weights do not fit the config ({'; '.join(problems)})")
+    """Assign `tensors` to `module`, every one of its tensors and no other (a checkpoint of another layout
+    must not load half-way). Missing or misshapen → ModelLoadError naming them; unexpected →
+    UnsupportedCheckpoint (diffusers/transformers may know what they are; the native module cannot tell)."""
+    expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise ModelLoadError(f"{source}: the weights do not fit the config: missing {len(missing)} weights, "
+                             f"e.g. {', '.join(missing[:3])}")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise UnsupportedCheckpoint(f"{source}: unexpected weights {', '.join(unexpected[:3])}")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise ModelLoadError(f"{source}: the weights do not fit the config: {name} has shape "
+                                 f"{tuple(tensors[name].shape)}, the config implies {shape}")
     module.load_state_dict(tensors, strict=True, assign=True)
